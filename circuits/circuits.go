@@ -1,0 +1,212 @@
+// Package circuits holds a client's virtual session and the pooling rules:
+// when a circuit may let its shared server go, and which session settings
+// must follow it onto the next one. Pure logic: no I/O, no locks (the caller
+// holds the lock of the client the circuit belongs to).
+package circuits
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Mode is a pool's pooling mode.
+type Mode int
+
+const (
+	Session Mode = iota
+	Transaction
+	Statement
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Session:
+		return "session"
+	case Transaction:
+		return "transaction"
+	case Statement:
+		return "statement"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// ParseMode reads a mode name from the config.
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "session":
+		return Session, nil
+	case "transaction":
+		return Transaction, nil
+	case "statement":
+		return Statement, nil
+	}
+	return 0, fmt.Errorf("unknown pool mode %q (session, transaction or statement)", s)
+}
+
+// Transaction status bytes of ReadyForQuery.
+const (
+	TxIdle   = 'I'
+	TxInTx   = 'T'
+	TxFailed = 'E'
+)
+
+// Circuit is one client's session as the pooler sees it.
+type Circuit struct {
+	Mode Mode
+	// TxStatus is the status of the last ReadyForQuery the client was sent.
+	TxStatus byte
+	// outstanding counts requests (Query, Sync, FunctionCall) sent to a
+	// server whose ReadyForQuery has not come back yet. Erring high only
+	// keeps a server bound longer; it must never err low.
+	outstanding int
+	// openExtended: extended-protocol messages were sent since the last
+	// Sync, so the server holds an unnamed statement/portal for us.
+	openExtended bool
+	// settings are the GUCs this client asked for (startup packet, options
+	// -c, and reported parameters it SET since), keyed by lower-case name.
+	settings map[string]string
+	// reported is what the client has been told through ParameterStatus.
+	reported map[string]string
+	// statements are the client's named prepared statements (protocol
+	// level): name → the Parse message that made it, so that any server
+	// can be given it before the client uses it there.
+	statements map[string]string
+}
+
+// New makes a circuit for a client that logged in with these settings.
+func New(mode Mode, settings map[string]string) *Circuit {
+	c := &Circuit{Mode: mode, TxStatus: TxIdle, settings: map[string]string{}, reported: map[string]string{}}
+	for k, v := range settings {
+		c.settings[strings.ToLower(k)] = v
+	}
+	return c
+}
+
+// FromClient records a message the client sent, by type byte.
+func (c *Circuit) FromClient(typ byte) {
+	switch typ {
+	case 'Q', 'F':
+		c.outstanding++
+	case 'S':
+		c.outstanding++
+		c.openExtended = false
+	case 'P', 'B', 'D', 'E', 'C', 'H':
+		c.openExtended = true
+	}
+}
+
+// Ready records a ReadyForQuery from the server.
+func (c *Circuit) Ready(status byte) {
+	if c.outstanding > 0 {
+		c.outstanding--
+	}
+	c.TxStatus = status
+}
+
+// Idle reports that nothing is in flight and no transaction is open: the
+// session is between transactions.
+func (c *Circuit) Idle() bool {
+	return c.outstanding == 0 && !c.openExtended && c.TxStatus == TxIdle
+}
+
+// Busy reports that a request's reply has not fully come back yet.
+func (c *Circuit) Busy() bool { return c.outstanding > 0 }
+
+// Releasable reports whether the circuit's server may go back to the pool
+// now (the caller also checks that no request bytes wait in the inbox).
+func (c *Circuit) Releasable() bool {
+	return c.Mode != Session && c.Idle()
+}
+
+// StatementViolation reports a transaction block opened in statement mode,
+// which that mode refuses.
+func (c *Circuit) StatementViolation() bool {
+	return Refuses(c.Mode, c.TxStatus)
+}
+
+// Refuses reports whether a ReadyForQuery with this transaction status
+// breaks the mode's promise (a transaction block in statement mode).
+func Refuses(mode Mode, status byte) bool {
+	return mode == Statement && status != TxIdle
+}
+
+// Reported records a ParameterStatus and tells whether the client must be
+// sent it (its value differs from what the client last saw). A reported
+// change also becomes one of the client's settings, so it follows the
+// client onto other servers.
+func (c *Circuit) Reported(name, value string, fromClient bool) bool {
+	if fromClient {
+		c.settings[strings.ToLower(name)] = value
+	}
+	if old, ok := c.reported[name]; ok && old == value {
+		return false
+	}
+	c.reported[name] = value
+	return true
+}
+
+// SetReported seeds what the client was told at login.
+func (c *Circuit) SetReported(name, value string) { c.reported[name] = value }
+
+// Settings returns the client's settings (read-only for callers).
+func (c *Circuit) Settings() map[string]string { return c.settings }
+
+// Statements returns the client's named prepared statements, for the
+// serving server to read and update as it writes the client's messages.
+func (c *Circuit) Statements() map[string]string {
+	if c.statements == nil {
+		c.statements = map[string]string{}
+	}
+	return c.statements
+}
+
+// SettingsDiff returns what must run on a server whose pgmts-made settings
+// are have, so that it carries exactly want: names to set (with values) and
+// names to reset, both sorted for a stable statement.
+func SettingsDiff(have, want map[string]string) (set [][2]string, reset []string) {
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			set = append(set, [2]string{k, v})
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			reset = append(reset, k)
+		}
+	}
+	slices.SortFunc(set, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	slices.Sort(reset)
+	return set, reset
+}
+
+// SettingsSQL renders SettingsDiff's result as one simple-protocol query.
+// set_config takes any GUC name as a string, so names need no quoting
+// rules of their own; values are E'...' literals, safe whatever
+// standard_conforming_strings says.
+func SettingsSQL(set [][2]string, reset []string) string {
+	var b strings.Builder
+	for _, kv := range set {
+		fmt.Fprintf(&b, "SELECT pg_catalog.set_config(%s, %s, false);", literal(kv[0]), literal(kv[1]))
+	}
+	for _, k := range reset {
+		// RESET goes back to the server's own default for the session.
+		fmt.Fprintf(&b, "RESET %s;", identifierPath(k))
+	}
+	return b.String()
+}
+
+func literal(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\\`)
+	s = strings.ReplaceAll(s, `'`, `''`)
+	return "E'" + s + "'"
+}
+
+// identifierPath quotes a GUC name, which may be a dotted custom name.
+func identifierPath(name string) string {
+	parts := strings.Split(name, ".")
+	for i, p := range parts {
+		parts[i] = `"` + strings.ReplaceAll(p, `"`, `""`) + `"`
+	}
+	return strings.Join(parts, ".")
+}

@@ -1,0 +1,311 @@
+package circuits_test
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/pgmts/pgmts/circuits"
+)
+
+func TestParseMode(t *testing.T) {
+	for s, want := range map[string]circuits.Mode{
+		"session":     circuits.Session,
+		"transaction": circuits.Transaction,
+		"statement":   circuits.Statement,
+	} {
+		got, err := circuits.ParseMode(s)
+		if err != nil || got != want {
+			t.Errorf("ParseMode(%q) = %v, %v; want %v", s, got, err, want)
+		}
+		if got.String() != s {
+			t.Errorf("%v.String() = %q, want %q", got, got.String(), s)
+		}
+	}
+	for _, bad := range []string{"", "Session", "TRANSACTION", "stmt", "session ", "pool"} {
+		if _, err := circuits.ParseMode(bad); err == nil {
+			t.Errorf("ParseMode(%q) succeeded", bad)
+		}
+	}
+	if got := circuits.Mode(7).String(); got != "Mode(7)" {
+		t.Errorf("Mode(7).String() = %q", got)
+	}
+}
+
+// step is one event in a circuit's life: client message types sent, or a
+// ReadyForQuery with a status; then the expected state.
+type step struct {
+	send       string // client message type bytes
+	ready      byte   // ReadyForQuery status (0: none)
+	idle       bool
+	busy       bool
+	releasable bool
+	violation  bool
+}
+
+func runSteps(t *testing.T, mode circuits.Mode, steps []step) {
+	t.Helper()
+	c := circuits.New(mode, nil)
+	if !c.Idle() || c.Busy() || c.TxStatus != circuits.TxIdle {
+		t.Fatalf("new circuit not idle: %+v", c)
+	}
+	if got := c.Releasable(); got != (mode != circuits.Session) {
+		t.Fatalf("new %v circuit Releasable = %v", mode, got)
+	}
+	for i, s := range steps {
+		for _, typ := range []byte(s.send) {
+			c.FromClient(typ)
+		}
+		if s.ready != 0 {
+			c.Ready(s.ready)
+			if c.TxStatus != s.ready {
+				t.Fatalf("step %d: TxStatus %q, want %q", i, c.TxStatus, s.ready)
+			}
+		}
+		if c.Idle() != s.idle || c.Busy() != s.busy || c.Releasable() != s.releasable || c.StatementViolation() != s.violation {
+			t.Fatalf("step %d (%q/%q): idle=%v busy=%v releasable=%v violation=%v; want %v %v %v %v",
+				i, s.send, s.ready, c.Idle(), c.Busy(), c.Releasable(), c.StatementViolation(),
+				s.idle, s.busy, s.releasable, s.violation)
+		}
+	}
+}
+
+func TestCircuitSequences(t *testing.T) {
+	tests := []struct {
+		name  string
+		mode  circuits.Mode
+		steps []step
+	}{
+		{"simple query releases at I", circuits.Transaction, []step{
+			{send: "Q", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"BEGIN keeps until COMMIT", circuits.Transaction, []step{
+			{send: "Q", busy: true},
+			{ready: 'T'},
+			{send: "Q", busy: true},
+			{ready: 'T'},
+			{send: "Q", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"failed transaction keeps", circuits.Transaction, []step{
+			{send: "Q", busy: true},
+			{ready: 'E'},
+			{send: "Q", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"extended without Sync keeps", circuits.Transaction, []step{
+			{send: "PBE"},
+			{send: "H"},
+			{send: "S", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"Describe and Close open extended", circuits.Transaction, []step{
+			{send: "D"},
+			{send: "S", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+			{send: "C"},
+			{send: "S", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"extended with Sync releases", circuits.Transaction, []step{
+			{send: "PBDES", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"pipelined two Syncs need two ReadyForQuery", circuits.Transaction, []step{
+			{send: "PBES", busy: true},
+			{send: "BES", busy: true},
+			{ready: 'I', busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"pipelined simple queries", circuits.Transaction, []step{
+			{send: "QQQ", busy: true},
+			{ready: 'I', busy: true},
+			{ready: 'I', busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"extended after the last Sync keeps", circuits.Transaction, []step{
+			{send: "PBESPB", busy: true},
+			{ready: 'I'},
+			{send: "ES", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"function call", circuits.Transaction, []step{
+			{send: "F", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"copy data does not count", circuits.Transaction, []step{
+			{send: "Q", busy: true},
+			{send: "dddc", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"unsolicited ReadyForQuery does not go negative", circuits.Transaction, []step{
+			{ready: 'I', idle: true, releasable: true},
+			{ready: 'I', idle: true, releasable: true},
+			{send: "Q", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"session mode never releasable", circuits.Session, []step{
+			{send: "Q", busy: true},
+			{ready: 'I', idle: true},
+			{send: "PBES", busy: true},
+			{ready: 'I', idle: true},
+			{send: "Q", busy: true},
+			{ready: 'T'},
+		}},
+		{"statement mode simple query", circuits.Statement, []step{
+			{send: "Q", busy: true},
+			{ready: 'I', idle: true, releasable: true},
+		}},
+		{"statement mode violation on T", circuits.Statement, []step{
+			{send: "Q", busy: true},
+			{ready: 'T', violation: true},
+		}},
+		{"statement mode violation on E", circuits.Statement, []step{
+			{send: "Q", busy: true},
+			{ready: 'E', violation: true},
+		}},
+		{"no violation in transaction mode", circuits.Transaction, []step{
+			{send: "Q", busy: true},
+			{ready: 'T'},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { runSteps(t, tt.mode, tt.steps) })
+	}
+}
+
+func TestNewLowercasesSettings(t *testing.T) {
+	in := map[string]string{"TimeZone": "UTC", "application_name": "x"}
+	c := circuits.New(circuits.Transaction, in)
+	want := map[string]string{"timezone": "UTC", "application_name": "x"}
+	if !reflect.DeepEqual(c.Settings(), want) {
+		t.Fatalf("Settings = %v, want %v", c.Settings(), want)
+	}
+	in["other"] = "y"
+	if _, ok := c.Settings()["other"]; ok {
+		t.Fatal("circuit shares the caller's settings map")
+	}
+	if c.Mode != circuits.Transaction {
+		t.Fatalf("Mode = %v", c.Mode)
+	}
+}
+
+func TestReported(t *testing.T) {
+	c := circuits.New(circuits.Transaction, map[string]string{"application_name": "app"})
+	c.SetReported("TimeZone", "UTC")
+	c.SetReported("application_name", "app")
+
+	if c.Reported("TimeZone", "UTC", false) {
+		t.Fatal("unchanged seeded value reported")
+	}
+	if !c.Reported("server_version", "17.0", false) {
+		t.Fatal("new parameter not reported")
+	}
+	if c.Reported("server_version", "17.0", false) {
+		t.Fatal("same value reported twice")
+	}
+	// A server-side change that did not come from the client is reported
+	// but does not become a client setting.
+	if !c.Reported("TimeZone", "Europe/Paris", false) {
+		t.Fatal("changed value not reported")
+	}
+	if _, ok := c.Settings()["timezone"]; ok {
+		t.Fatalf("server-made change recorded as a setting: %v", c.Settings())
+	}
+	// A client SET is reported and recorded (lower-case name).
+	if !c.Reported("DateStyle", "ISO, DMY", true) {
+		t.Fatal("client change not reported")
+	}
+	if !c.Reported("application_name", "other", true) {
+		t.Fatal("client change not reported")
+	}
+	want := map[string]string{"application_name": "other", "datestyle": "ISO, DMY"}
+	if !reflect.DeepEqual(c.Settings(), want) {
+		t.Fatalf("Settings = %v, want %v", c.Settings(), want)
+	}
+	// Setting back to what the client already saw: recorded, not resent.
+	if c.Reported("application_name", "other", true) {
+		t.Fatal("unchanged client value reported")
+	}
+	if !c.Reported("application_name", "app", true) || c.Settings()["application_name"] != "app" {
+		t.Fatalf("revert not reported/recorded: %v", c.Settings())
+	}
+}
+
+func TestSettingsDiff(t *testing.T) {
+	tests := []struct {
+		name       string
+		have, want map[string]string
+		set        [][2]string
+		reset      []string
+	}{
+		{"both empty", nil, nil, nil, nil},
+		{"equal", map[string]string{"a": "1", "b": "2"}, map[string]string{"b": "2", "a": "1"}, nil, nil},
+		{"set new sorted", nil, map[string]string{"z": "1", "a": "2", "m": ""},
+			[][2]string{{"a", "2"}, {"m", ""}, {"z", "1"}}, nil},
+		{"changed value", map[string]string{"a": "1", "b": "2"}, map[string]string{"a": "1", "b": "3"},
+			[][2]string{{"b", "3"}}, nil},
+		{"empty vs missing differ", map[string]string{"a": ""}, map[string]string{}, nil, []string{"a"}},
+		{"reset sorted", map[string]string{"y": "1", "b": "2", "x.y": "3", "k": "4"}, map[string]string{"k": "4"},
+			nil, []string{"b", "x.y", "y"}},
+		{"mixed", map[string]string{"a": "1", "c": "3"}, map[string]string{"b": "2", "c": "4"},
+			[][2]string{{"b", "2"}, {"c", "4"}}, []string{"a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, reset := circuits.SettingsDiff(tt.have, tt.want)
+			if len(set) != len(tt.set) || (len(set) > 0 && !reflect.DeepEqual(set, tt.set)) {
+				t.Errorf("set = %q, want %q", set, tt.set)
+			}
+			if len(reset) != len(tt.reset) || (len(reset) > 0 && !reflect.DeepEqual(reset, tt.reset)) {
+				t.Errorf("reset = %q, want %q", reset, tt.reset)
+			}
+			if tt.set == nil && tt.reset == nil && circuits.SettingsSQL(set, reset) != "" {
+				t.Errorf("SQL for no diff = %q", circuits.SettingsSQL(set, reset))
+			}
+		})
+	}
+}
+
+func TestSettingsSQL(t *testing.T) {
+	tests := []struct {
+		set   [][2]string
+		reset []string
+		want  string
+	}{
+		{nil, nil, ""},
+		{[][2]string{{"application_name", "app"}}, nil,
+			`SELECT pg_catalog.set_config(E'application_name', E'app', false);`},
+		{[][2]string{{"search_path", `"$user", public`}}, nil,
+			`SELECT pg_catalog.set_config(E'search_path', E'"$user", public', false);`},
+		{[][2]string{{"application_name", `it's`}}, nil,
+			`SELECT pg_catalog.set_config(E'application_name', E'it''s', false);`},
+		{[][2]string{{"application_name", `a\b\'c`}}, nil,
+			`SELECT pg_catalog.set_config(E'application_name', E'a\\b\\''c', false);`},
+		{[][2]string{{"x", ""}}, nil,
+			`SELECT pg_catalog.set_config(E'x', E'', false);`},
+		{[][2]string{{"my.opt", "1"}, {"timezone", "UTC"}}, []string{"datestyle", "myapp.user_id", `we"ird`},
+			`SELECT pg_catalog.set_config(E'my.opt', E'1', false);` +
+				`SELECT pg_catalog.set_config(E'timezone', E'UTC', false);` +
+				`RESET "datestyle";RESET "myapp"."user_id";RESET "we""ird";`},
+		{nil, []string{"a.b.c"}, `RESET "a"."b"."c";`},
+	}
+	for _, tt := range tests {
+		if got := circuits.SettingsSQL(tt.set, tt.reset); got != tt.want {
+			t.Errorf("SettingsSQL(%q, %q)\n got %s\nwant %s", tt.set, tt.reset, got, tt.want)
+		}
+	}
+}
+
+func TestSettingsDiffSQLEndToEnd(t *testing.T) {
+	have := map[string]string{"application_name": "old", "myapp.tenant": "7"}
+	c := circuits.New(circuits.Transaction, map[string]string{"Application_Name": "new", "TimeZone": "UTC"})
+	set, reset := circuits.SettingsDiff(have, c.Settings())
+	got := circuits.SettingsSQL(set, reset)
+	want := `SELECT pg_catalog.set_config(E'application_name', E'new', false);` +
+		`SELECT pg_catalog.set_config(E'timezone', E'UTC', false);` +
+		`RESET "myapp"."tenant";`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}

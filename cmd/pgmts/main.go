@@ -1,0 +1,133 @@
+// Command pgmts is the pgmts connection pooler daemon.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/dispatcher"
+	"github.com/pgmts/pgmts/sharedserver"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	configPath := flag.String("c", "pgmts.toml", "configuration file")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	check := flag.Bool("check", false, "validate the configuration file and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("pgmts", version)
+		return 0
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgmts:", err)
+		return 2
+	}
+	if *check {
+		fmt.Printf("pgmts: %s is valid\n", *configPath)
+		return 0
+	}
+	log := newLogger(cfg)
+	slog.SetDefault(log)
+
+	pools := sharedserver.NewPools(cfg, log)
+	group, err := dispatcher.New(cfg, pools, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		pools.Close()
+		return 1
+	}
+	if err := group.Start(); err != nil {
+		log.Error("cannot start", "err", err)
+		pools.Close()
+		return 1
+	}
+	metricsSrv, err := serveMetrics(cfg, group, pools, log)
+	if err != nil {
+		log.Error("cannot start the metrics endpoint", "metrics_listen", cfg.Pgmts.MetricsListen, "err", err)
+		group.Stop()
+		pools.Close()
+		return 1
+	}
+	log.Info("pgmts started", "version", version, "listen", cfg.Pgmts.Listen, "unix_socket_dir", cfg.Pgmts.UnixSocketDir, "config", *configPath)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	sig := <-sigs
+	switch sig {
+	case syscall.SIGTERM:
+		log.Info("SIGTERM: no new clients; waiting for running transactions to finish", "shutdown_timeout", cfg.Pgmts.ShutdownTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Pgmts.ShutdownTimeout)
+		go func() {
+			// A second signal means: now.
+			<-sigs
+			cancel()
+		}()
+		group.Shutdown(ctx)
+		cancel()
+	default:
+		log.Info("SIGINT: fast shutdown")
+		group.Stop()
+	}
+	pools.Close()
+	if metricsSrv != nil {
+		_ = metricsSrv.Close()
+	}
+	log.Info("pgmts stopped")
+	return 0
+}
+
+func newLogger(cfg *config.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Pgmts.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Pgmts.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// serveMetrics serves /metrics in Prometheus text format.
+func serveMetrics(cfg *config.Config, group *dispatcher.Group, pools *sharedserver.Pools, log *slog.Logger) (*http.Server, error) {
+	if cfg.Pgmts.MetricsListen == "" {
+		return nil, nil
+	}
+	set := metrics.NewSet()
+	set.NewGauge("pgmts_clients", func() float64 { return float64(group.ClientCount()) })
+	set.NewGauge("pgmts_server_connections", func() float64 { return float64(pools.BackendCount()) })
+	ln, err := net.Listen("tcp", cfg.Pgmts.MetricsListen)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		set.WritePrometheus(w)
+		metrics.WriteProcessMetrics(w)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics endpoint stopped", "err", err)
+		}
+	}()
+	return srv, nil
+}

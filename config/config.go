@@ -1,0 +1,461 @@
+// Package config loads and validates pgmts's TOML configuration file.
+package config
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/pgmts/pgmts/auth"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Pgmts     Global              `toml:"pgmts"`
+	Pool      PoolSettings        `toml:"pool"`
+	Databases map[string]Database `toml:"databases"` // "*" is the fallback for any database name
+	Users     map[string]User     `toml:"users"`
+}
+
+// Global is the [pgmts] section.
+type Global struct {
+	Listen          string        `toml:"listen"`           // host:port for clients
+	UnixSocketDir   string        `toml:"unix_socket_dir"`  // "" = no unix socket
+	UnixSocketMode  string        `toml:"unix_socket_mode"` // octal, e.g. "0777"
+	Dispatchers     int           `toml:"dispatchers"`      // 0 = one per CPU
+	MaxClientConn   int           `toml:"max_client_conn"`
+	AuthType        string        `toml:"auth_type"` // trust | md5 | scram-sha-256
+	AdminUsers      []string      `toml:"admin_users"`
+	MetricsListen   string        `toml:"metrics_listen"` // "" disables metrics
+	LogLevel        string        `toml:"log_level"`      // debug | info | warn | error
+	LogFormat       string        `toml:"log_format"`     // text | json
+	MaxPacketSize   int           `toml:"max_packet_size"`
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"` // how long running transactions may finish after SIGTERM
+}
+
+// PoolSettings is the [pool] section: defaults for every pool.
+type PoolSettings struct {
+	Mode                 string        `toml:"mode"` // session | transaction | statement
+	SharedServers        int           `toml:"shared_servers"`
+	MaxSharedServers     int           `toml:"max_shared_servers"`
+	ServerResetQuery     string        `toml:"server_reset_query"` // "" = none
+	ServerConnectTimeout time.Duration `toml:"server_connect_timeout"`
+	QueryWaitTimeout     time.Duration `toml:"query_wait_timeout"` // 0 = wait forever
+}
+
+// Database is a [databases.NAME] section: where clients asking for NAME go.
+type Database struct {
+	Host             string `toml:"host"` // hostname, IP or absolute unix socket directory
+	Port             int    `toml:"port"`
+	DBName           string `toml:"dbname"`   // "" = the name the client asked for
+	User             string `toml:"user"`     // optional: force backend login user
+	Password         string `toml:"password"` // optional: backend login password
+	Mode             string `toml:"mode"`     // optional override of [pool]
+	SharedServers    *int   `toml:"shared_servers"`
+	MaxSharedServers *int   `toml:"max_shared_servers"`
+}
+
+// User is a [users.NAME] section.
+type User struct {
+	Password string `toml:"password"` // plain, "md5<32 hex>" or a SCRAM-SHA-256 verifier
+	Mode     string `toml:"mode"`     // optional override of [databases.X] and [pool]
+}
+
+// Default returns the configuration every file starts from.
+func Default() Config {
+	return Config{
+		Pgmts: Global{
+			Listen:          "127.0.0.1:6432",
+			UnixSocketMode:  "0777",
+			MaxClientConn:   10000,
+			AuthType:        "scram-sha-256",
+			AdminUsers:      []string{"pgmts"},
+			MetricsListen:   "127.0.0.1:9127",
+			LogLevel:        "info",
+			LogFormat:       "text",
+			MaxPacketSize:   256 << 20,
+			ShutdownTimeout: 30 * time.Second,
+		},
+		Pool: PoolSettings{
+			Mode:                 "transaction",
+			MaxSharedServers:     20,
+			ServerResetQuery:     "DISCARD ALL",
+			ServerConnectTimeout: 15 * time.Second,
+			QueryWaitTimeout:     120 * time.Second,
+		},
+	}
+}
+
+// defaultDatabase holds the defaults of a [databases.NAME] section. They
+// cannot live in Default: the decoder starts every map entry from zero.
+var defaultDatabase = Database{Host: "127.0.0.1", Port: 5432}
+
+var (
+	authTypes  = []string{"trust", "md5", "scram-sha-256"}
+	poolModes  = []string{"session", "transaction", "statement"}
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"text", "json"}
+)
+
+// Load reads and parses the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config: %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse parses configuration file contents: Default, overridden by data, then
+// validated.
+func Parse(data []byte) (*Config, error) {
+	cfg, err := parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+func parse(data []byte) (*Config, error) {
+	// Decoding into a map first reports syntax errors by position, and lets
+	// checkKeys name bad keys and types before the typed decode, whose own
+	// errors only give a line.
+	var raw map[string]any
+	md, err := toml.Decode(string(data), &raw)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("line %d, column %d: %s", pe.Position.Line, pe.Position.Col, pe.Message)
+		}
+		return nil, err
+	}
+	if err := checkKeys(md, raw); err != nil {
+		return nil, err
+	}
+	cfg := Default()
+	if _, err := toml.Decode(string(data), &cfg); err != nil {
+		return nil, err
+	}
+	for name, db := range cfg.Databases {
+		if !md.IsDefined("databases", name, "host") {
+			db.Host = defaultDatabase.Host
+		}
+		if !md.IsDefined("databases", name, "port") {
+			db.Port = defaultDatabase.Port
+		}
+		cfg.Databases[name] = db
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// checkKeys rejects every key whose spelling is not exactly a toml tag (the
+// decoder would match "POOL_MODE" to "mode") and every value of the wrong
+// type, naming the key. Database and user section names are free-form.
+func checkKeys(md toml.MetaData, raw map[string]any) error {
+	for _, key := range md.Keys() {
+		t := reflect.TypeFor[Config]()
+		var v any = raw
+		for i, part := range key {
+			// checkType has already seen key[:i] is a table, so v is a map.
+			v = v.(map[string]any)[part]
+			switch t.Kind() {
+			case reflect.Struct:
+				f, err := fieldByTag(t, key[:i+1])
+				if err != nil {
+					return err
+				}
+				t = f.Type
+			case reflect.Map:
+				t = t.Elem()
+			}
+			if err := checkType(key[:i+1], t, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func fieldByTag(t reflect.Type, key toml.Key) (reflect.StructField, error) {
+	name := key[len(key)-1]
+	for _, f := range reflect.VisibleFields(t) {
+		switch tag := f.Tag.Get("toml"); {
+		case tag == name:
+			return f, nil
+		case strings.EqualFold(tag, name):
+			return f, fmt.Errorf("unknown key %q (keys are case-sensitive; did you mean %q?)", key, tag)
+		}
+	}
+	return reflect.StructField{}, fmt.Errorf("unknown key %q", key)
+}
+
+func checkType(key toml.Key, t reflect.Type, v any) error {
+	var want string
+	ok := true
+	switch {
+	case t == durationType:
+		s, isString := v.(string)
+		if !isString {
+			return fmt.Errorf(`%s: must be a duration string such as "30s"`, key)
+		}
+		if _, err := time.ParseDuration(s); err != nil {
+			return fmt.Errorf(`%s: %q is not a duration such as "30s" or "1m30s"`, key, s)
+		}
+	case t.Kind() == reflect.Struct || t.Kind() == reflect.Map:
+		want = "a table"
+		_, ok = v.(map[string]any)
+	case t.Kind() == reflect.String:
+		want = "a string"
+		_, ok = v.(string)
+	case t.Kind() == reflect.Int || t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Int:
+		want = "an integer"
+		_, ok = v.(int64)
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
+		want = "an array of strings"
+		var items []any
+		items, ok = v.([]any)
+		for _, item := range items {
+			if _, isString := item.(string); !isString {
+				ok = false
+			}
+		}
+	default:
+		panic(fmt.Sprintf("config: no type check for %s (%s)", key, t))
+	}
+	if !ok {
+		return fmt.Errorf("%s: must be %s", key, want)
+	}
+	return nil
+}
+
+func (c *Config) validate() error {
+	g := &c.Pgmts
+	if err := checkHostPort("pgmts.listen", g.Listen); err != nil {
+		return err
+	}
+	if mode, err := strconv.ParseUint(g.UnixSocketMode, 8, 32); err != nil || mode > 0o777 {
+		return fmt.Errorf(`pgmts.unix_socket_mode: %q is not an octal file mode such as "0777"`, g.UnixSocketMode)
+	}
+	if err := checkRange("pgmts.dispatchers", g.Dispatchers, 0, 256); err != nil {
+		return err
+	}
+	if g.MaxClientConn < 1 {
+		return fmt.Errorf("pgmts.max_client_conn: %d is below 1", g.MaxClientConn)
+	}
+	if err := checkOneOf("pgmts.auth_type", g.AuthType, authTypes); err != nil {
+		return err
+	}
+	if slices.Contains(g.AdminUsers, "") {
+		return errors.New(`pgmts.admin_users: "" is not a user name`)
+	}
+	if g.MetricsListen != "" {
+		if err := checkHostPort("pgmts.metrics_listen", g.MetricsListen); err != nil {
+			return err
+		}
+	}
+	if err := checkOneOf("pgmts.log_level", g.LogLevel, logLevels); err != nil {
+		return err
+	}
+	if err := checkOneOf("pgmts.log_format", g.LogFormat, logFormats); err != nil {
+		return err
+	}
+	if err := checkRange("pgmts.max_packet_size", g.MaxPacketSize, 64<<10, 1<<30); err != nil {
+		return err
+	}
+	if g.ShutdownTimeout < 0 {
+		return fmt.Errorf("pgmts.shutdown_timeout: %s is negative", g.ShutdownTimeout)
+	}
+
+	p := &c.Pool
+	if err := checkOneOf("pool.mode", p.Mode, poolModes); err != nil {
+		return err
+	}
+	if p.SharedServers < 0 {
+		return fmt.Errorf("pool.shared_servers: %d is negative", p.SharedServers)
+	}
+	if p.MaxSharedServers < 1 {
+		return fmt.Errorf("pool.max_shared_servers: %d is below 1", p.MaxSharedServers)
+	}
+	if p.MaxSharedServers < p.SharedServers {
+		return fmt.Errorf("pool.max_shared_servers: %d is below pool.shared_servers (%d)", p.MaxSharedServers, p.SharedServers)
+	}
+	if p.ServerConnectTimeout <= 0 {
+		return fmt.Errorf("pool.server_connect_timeout: %s is not positive", p.ServerConnectTimeout)
+	}
+	if p.QueryWaitTimeout < 0 {
+		return fmt.Errorf("pool.query_wait_timeout: %s is negative", p.QueryWaitTimeout)
+	}
+
+	// Sorted, so that the same file always gives the same first error.
+	for _, name := range slices.Sorted(maps.Keys(c.Databases)) {
+		if err := c.validateDatabase(name); err != nil {
+			return err
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Users)) {
+		if name == "" {
+			return errors.New(`users."": user name must not be empty`)
+		}
+		u := c.Users[name]
+		key := func(k string) string { return toml.Key{"users", name, k}.String() }
+		if _, err := auth.StoredKind(u.Password); err != nil {
+			return fmt.Errorf("%s: %w", key("password"), err)
+		}
+		if u.Mode != "" {
+			if err := checkOneOf(key("mode"), u.Mode, poolModes); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateDatabase(name string) error {
+	if name == "" {
+		return errors.New(`databases."": database name must not be empty`)
+	}
+	d := c.Databases[name]
+	key := func(k string) string { return toml.Key{"databases", name, k}.String() }
+	if d.Host == "" || strings.Contains(d.Host, "/") && !filepath.IsAbs(d.Host) {
+		return fmt.Errorf("%s: %q is not a hostname, IP address or absolute unix socket directory", key("host"), d.Host)
+	}
+	if err := checkRange(key("port"), d.Port, 1, 65535); err != nil {
+		return err
+	}
+	if d.Mode != "" {
+		if err := checkOneOf(key("mode"), d.Mode, poolModes); err != nil {
+			return err
+		}
+	}
+	shared, maxShared := c.Pool.SharedServers, c.Pool.MaxSharedServers
+	if d.SharedServers != nil {
+		shared = *d.SharedServers
+		if shared < 0 {
+			return fmt.Errorf("%s: %d is negative", key("shared_servers"), shared)
+		}
+	}
+	if d.MaxSharedServers != nil {
+		maxShared = *d.MaxSharedServers
+		if maxShared < 1 {
+			return fmt.Errorf("%s: %d is below 1", key("max_shared_servers"), maxShared)
+		}
+	}
+	if maxShared < shared {
+		// Name the override that caused the clash.
+		if d.MaxSharedServers != nil {
+			return fmt.Errorf("%s: %d is below shared_servers (%d)", key("max_shared_servers"), maxShared, shared)
+		}
+		return fmt.Errorf("%s: %d is above pool.max_shared_servers (%d)", key("shared_servers"), shared, maxShared)
+	}
+	return nil
+}
+
+func checkHostPort(key, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not host:port", key, addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%s: port %q in %q is not a number from 1 to 65535", key, port, addr)
+	}
+	return nil
+}
+
+func checkRange(key string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%s: %d is not between %d and %d", key, v, lo, hi)
+	}
+	return nil
+}
+
+func checkOneOf(key, v string, allowed []string) error {
+	if !slices.Contains(allowed, v) {
+		return fmt.Errorf("%s: %q is not one of %s", key, v, strings.Join(allowed, ", "))
+	}
+	return nil
+}
+
+// PoolConfig is everything needed to run the pool for one client-facing
+// (database, user) pair.
+type PoolConfig struct {
+	Database, User       string // as the client named them
+	Host                 string
+	Port                 int
+	DBName               string // backend database
+	BackendUser          string
+	BackendPassword      string // "" if unknown, e.g. only a hash is configured
+	Mode                 string
+	SharedServers        int
+	MaxSharedServers     int
+	ServerResetQuery     string
+	ServerConnectTimeout time.Duration
+	QueryWaitTimeout     time.Duration
+}
+
+// PoolFor resolves the pool for a client asking for database as user:
+// [databases.<database>], else [databases."*"]; false if neither exists.
+func (c *Config) PoolFor(database, user string) (PoolConfig, bool) {
+	db, ok := c.Databases[database]
+	if !ok {
+		if db, ok = c.Databases["*"]; !ok {
+			return PoolConfig{}, false
+		}
+	}
+	u := c.Users[user]
+	p := PoolConfig{
+		Database:             database,
+		User:                 user,
+		Host:                 db.Host,
+		Port:                 db.Port,
+		DBName:               cmp.Or(db.DBName, database), // the section name, or for "*" the client's database
+		BackendUser:          cmp.Or(db.User, user),
+		Mode:                 cmp.Or(u.Mode, db.Mode, c.Pool.Mode),
+		SharedServers:        c.Pool.SharedServers,
+		MaxSharedServers:     c.Pool.MaxSharedServers,
+		ServerResetQuery:     c.Pool.ServerResetQuery,
+		ServerConnectTimeout: c.Pool.ServerConnectTimeout,
+		QueryWaitTimeout:     c.Pool.QueryWaitTimeout,
+	}
+	switch {
+	case db.User != "" || db.Password != "":
+		// The section chose the backend login, so its password goes with it.
+		p.BackendPassword = db.Password
+	default:
+		// Only a plain password can log in to the backend; a hash cannot.
+		if kind, err := auth.StoredKind(u.Password); err == nil && kind == auth.KindPlain {
+			p.BackendPassword = u.Password
+		}
+	}
+	if db.SharedServers != nil {
+		p.SharedServers = *db.SharedServers
+	}
+	if db.MaxSharedServers != nil {
+		p.MaxSharedServers = *db.MaxSharedServers
+	}
+	return p, true
+}
+
+// IsAdminUser reports whether name may use the admin console.
+func (c *Config) IsAdminUser(name string) bool {
+	return slices.Contains(c.Pgmts.AdminUsers, name)
+}

@@ -1,0 +1,261 @@
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/pgmts/pgmts/queue"
+	"github.com/pgmts/pgmts/wire"
+)
+
+// Dispatcher is one gnet event loop with its own listener(s) and response
+// queue.
+type Dispatcher struct {
+	gnet.BuiltinEventEngine
+	id        int
+	g         *Group
+	log       *slog.Logger
+	responses *queue.ResponseQueue
+
+	engine gnet.Engine
+	booted chan struct{}
+	done   chan error
+	// loop is set at the first connection; producers only exist after one.
+	loop  atomic.Pointer[gnet.EventLoop]
+	drain gnet.RunnableFunc
+}
+
+func (g *Group) newDispatcher(id int) *Dispatcher {
+	d := &Dispatcher{id: id, g: g, log: g.log.With("dispatcher", id), booted: make(chan struct{}), done: make(chan error, 1)}
+	d.responses = queue.NewResponseQueue(d.wake)
+	d.drain = func(context.Context) error { d.drainResponses(); return nil }
+	return d
+}
+
+func (d *Dispatcher) start(addrs []string, reusePort bool) error {
+	d.g.wg.Add(1)
+	go func() {
+		defer d.g.wg.Done()
+		d.done <- gnet.Rotate(d, addrs,
+			gnet.WithNumEventLoop(1),
+			gnet.WithMulticore(false),
+			gnet.WithReuseAddr(true),
+			gnet.WithReusePort(reusePort),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLogger(gnetLogger{d.log}),
+		)
+	}()
+	select {
+	case <-d.booted:
+		d.log.Info("dispatcher listening", "addresses", addrs)
+		return nil
+	case err := <-d.done:
+		d.done <- err
+		if err == nil {
+			err = errBoot
+		}
+		return fmt.Errorf("dispatcher %d cannot listen on %v: %w", d.id, addrs, err)
+	}
+}
+
+func (d *Dispatcher) stop() {
+	select {
+	case <-d.booted:
+	default:
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.engine.Stop(ctx); err != nil {
+		d.log.Warn("dispatcher stop", "err", err)
+	}
+}
+
+// OnBoot implements gnet.EventHandler.
+func (d *Dispatcher) OnBoot(eng gnet.Engine) gnet.Action {
+	d.engine = eng
+	close(d.booted)
+	return gnet.None
+}
+
+// OnOpen implements gnet.EventHandler.
+func (d *Dispatcher) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if d.loop.Load() == nil {
+		l := c.EventLoop()
+		d.loop.Store(&l)
+	}
+	if d.g.shuttingDown.Load() {
+		return wire.Fatal("57P03", "pgmts is shutting down").Encode(nil), gnet.Close
+	}
+	if n := d.g.clients.Add(1); n > int64(d.g.cfg.Pgmts.MaxClientConn) {
+		d.g.clients.Add(-1)
+		d.log.Warn("client refused: max_client_conn reached", "max_client_conn", d.g.cfg.Pgmts.MaxClientConn, "addr", c.RemoteAddr())
+		return wire.Fatal("53300", "no more connections allowed (max_client_conn = %d)", d.g.cfg.Pgmts.MaxClientConn).Encode(nil), gnet.Close
+	}
+	c.SetContext(&clientConn{d: d, gc: c, need: 4})
+	return nil, gnet.None
+}
+
+// OnClose implements gnet.EventHandler.
+func (d *Dispatcher) OnClose(c gnet.Conn, _ error) gnet.Action {
+	cc, ok := c.Context().(*clientConn)
+	if !ok {
+		return gnet.None
+	}
+	d.g.clients.Add(-1)
+	cc.closed = true
+	d.g.unregister(cc)
+	if cc.client != nil {
+		cc.client.Close()
+	}
+	return gnet.None
+}
+
+// OnTraffic implements gnet.EventHandler.
+func (d *Dispatcher) OnTraffic(c gnet.Conn) gnet.Action {
+	cc := c.Context().(*clientConn)
+	return cc.onTraffic()
+}
+
+// wake is called by producers when the response queue needs draining.
+func (d *Dispatcher) wake() {
+	if l := d.loop.Load(); l != nil {
+		_ = (*l).Execute(context.Background(), d.drain)
+	}
+}
+
+// drainResponses writes every queued reply; it runs on the loop.
+func (d *Dispatcher) drainResponses() {
+	items := d.responses.Drain()
+	for i := range items {
+		r := &items[i]
+		gc := r.Client.Conn.(gnet.Conn)
+		cc, open := gc.Context().(*clientConn) // gnet clears a closed conn's context
+		if open && !cc.closed {
+			if len(r.Data) > 0 {
+				_, _ = gc.Write(r.Data)
+			}
+			if r.Close {
+				cc.closed = true
+				_ = gc.Close()
+			}
+		}
+		client := r.Client
+		r.Done()
+		if open {
+			client.SetOutbound(gc.OutboundBuffered())
+		}
+	}
+}
+
+// clientConn is a connection's state on its dispatcher's loop.
+type clientConn struct {
+	d      *Dispatcher
+	gc     gnet.Conn
+	phase  phase
+	closed bool
+	// need is how many buffered bytes the next step waits for, so a big
+	// message is not re-peeked on every read.
+	need int
+
+	login  *login
+	pid    uint32
+	key    [4]byte
+	client *queue.Client
+	types  []byte
+}
+
+type phase int
+
+const (
+	phaseStartup phase = iota
+	phaseAuth
+	phasePreparing
+	phaseReady
+)
+
+func (cc *clientConn) onTraffic() gnet.Action {
+	for !cc.closed {
+		if cc.phase == phasePreparing || cc.gc.InboundBuffered() < cc.need {
+			return gnet.None
+		}
+		buf, _ := cc.gc.Peek(-1)
+		var n int
+		var action gnet.Action
+		switch cc.phase {
+		case phaseStartup:
+			n, action = cc.startup(buf)
+		case phaseAuth:
+			n, action = cc.authMessage(buf)
+		case phaseReady:
+			n, action = cc.frame(buf)
+		}
+		if n > 0 {
+			_, _ = cc.gc.Discard(n) // Discard(0) would drop everything
+		}
+		if action != gnet.None {
+			cc.closed = true
+			return action
+		}
+		if n == 0 {
+			return gnet.None
+		}
+	}
+	return gnet.None
+}
+
+// fatal sends a FATAL error and closes the connection.
+func (cc *clientConn) fatal(e *wire.Error) gnet.Action {
+	_, _ = cc.gc.Write(e.Encode(nil))
+	return gnet.Close
+}
+
+// frame splits the client's bytes into messages and hands the complete
+// ones to the client's server in one batch.
+func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
+	pos := 0
+	cc.types = cc.types[:0]
+	for {
+		typ, size, ok := wire.Header(buf[pos:])
+		if !ok {
+			cc.need = 5
+			break
+		}
+		if err := wire.CheckSize(size, cc.d.g.cfg.Pgmts.MaxPacketSize); err != nil {
+			cc.submit(buf[:pos])
+			cc.d.log.Warn("client sent an invalid message length; closing it", "client", cc.client.ID, "type", string(typ), "length", size-1, "addr", cc.gc.RemoteAddr())
+			return pos, cc.fatal(wire.Fatal("08P01", "invalid message length %d (type %q): max_packet_size is %d", size-1, typ, cc.d.g.cfg.Pgmts.MaxPacketSize))
+		}
+		if size > len(buf)-pos {
+			cc.need = size
+			break
+		}
+		if typ == 'X' {
+			cc.submit(buf[:pos])
+			return pos + size, gnet.Close
+		}
+		cc.types = append(cc.types, typ)
+		pos += size
+	}
+	if pos > 0 {
+		if cc.d.g.shuttingDown.Load() && cc.client.Idle() {
+			return pos, cc.fatal(wire.Fatal("57P01", "terminating connection because pgmts is shutting down"))
+		}
+		cc.submit(buf[:pos])
+	}
+	if pos == len(buf) {
+		cc.need = 5
+	}
+	return pos, gnet.None
+}
+
+func (cc *clientConn) submit(b []byte) {
+	if len(b) > 0 {
+		cc.client.Submit(b, cc.types)
+	}
+}

@@ -1,0 +1,298 @@
+package dispatcher
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/pgmts/pgmts/auth"
+	"github.com/pgmts/pgmts/circuits"
+	"github.com/pgmts/pgmts/queue"
+	"github.com/pgmts/pgmts/wire"
+)
+
+// login is a client's state between its first packet and ReadyForQuery.
+type login struct {
+	sslAsked bool
+	user     string
+	database string
+	settings map[string]string
+	pool     *queue.Pool
+
+	secret auth.Secret
+	known  bool // the user has a password in the config
+	method string
+	salt   [4]byte
+	scram  *auth.SCRAMExchange
+	// scramStarted: the client-first message was answered.
+	scramStarted bool
+}
+
+// Startup parameters that are not session settings.
+var notSettings = map[string]bool{"user": true, "database": true, "options": true, "replication": true}
+
+func (cc *clientConn) startup(buf []byte) (int, gnet.Action) {
+	size, ok, err := wire.StartupLength(buf)
+	if err != nil {
+		return 0, cc.refuse(err)
+	}
+	if !ok {
+		return 0, gnet.None
+	}
+	if len(buf) < size {
+		cc.need = size
+		return 0, gnet.None
+	}
+	cc.need = 4
+	st, err := wire.ParseStartup(buf[:size])
+	if err != nil {
+		return size, cc.refuse(err)
+	}
+	if cc.login == nil {
+		cc.login = &login{}
+	}
+	switch st.Kind {
+	case wire.KindSSL, wire.KindGSSENC:
+		if cc.login.sslAsked {
+			return size, cc.fatal(wire.Fatal("08P01", "unexpected second SSL or GSSAPI encryption request"))
+		}
+		cc.login.sslAsked = true
+		_, _ = cc.gc.Write([]byte{'N'}) // TLS and GSSAPI encryption are not offered
+		return size, gnet.None
+	case wire.KindCancel:
+		cc.cancel(st)
+		return size, gnet.Close
+	}
+	return size, cc.begin(st)
+}
+
+// refuse answers a malformed first packet: garbage gets a FATAL in
+// PostgreSQL's words, then the connection closes.
+func (cc *clientConn) refuse(err error) gnet.Action {
+	var se *wire.StartupError
+	if errors.As(err, &se) {
+		cc.d.log.Info("client refused at startup", "addr", cc.gc.RemoteAddr(), "reason", se.Message)
+		return cc.fatal(wire.Fatal(se.Code, "%s", se.Message))
+	}
+	return cc.fatal(wire.Fatal("08P01", "%v", err))
+}
+
+func (cc *clientConn) cancel(st *wire.Startup) {
+	target := cc.d.g.lookup(st.CancelPID)
+	if target == nil || len(st.CancelKey) != 4 || [4]byte(st.CancelKey) != target.key || target.client == nil {
+		cc.d.log.Info("cancel request with an unknown key ignored", "addr", cc.gc.RemoteAddr())
+		return
+	}
+	target.client.Pool.Backend.Cancel(target.client)
+}
+
+// begin handles a StartupMessage: protocol negotiation, then the
+// authentication the config asks for.
+func (cc *clientConn) begin(st *wire.Startup) gnet.Action {
+	l := cc.login
+	l.user = st.Get("user")
+	l.database = st.Get("database")
+	if l.database == "" {
+		l.database = l.user
+	}
+	if r := st.Get("replication"); r != "" && r != "false" && r != "off" && r != "0" {
+		return cc.fatal(wire.Fatal("08P01", "replication connections are not supported by pgmts; connect to PostgreSQL directly"))
+	}
+	var unrecognized []string
+	l.settings = map[string]string{}
+	for _, p := range st.Params {
+		switch {
+		case strings.HasPrefix(p.Name, "_pq_."):
+			unrecognized = append(unrecognized, p.Name)
+		case !notSettings[p.Name]:
+			l.settings[strings.ToLower(p.Name)] = p.Value
+		}
+	}
+	if opts := st.Get("options"); opts != "" {
+		ps, err := wire.StartupOptions(opts)
+		if err != nil {
+			return cc.fatal(wire.Fatal("22023", "invalid command-line argument for server process: %v", err))
+		}
+		for _, p := range ps {
+			l.settings[strings.ToLower(p.Name)] = p.Value
+		}
+	}
+	// A newer 3.x client, or one with protocol options we do not know,
+	// is told what we speak (3.0), as PostgreSQL does.
+	if st.Protocol != wire.Protocol30 || len(unrecognized) > 0 {
+		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}))
+	}
+
+	l.secret, l.known = cc.d.g.secrets[l.user]
+	if !l.known || l.secret.Kind() == auth.KindNone {
+		l.secret, l.known = cc.d.g.decoy, false
+	}
+	l.method = cc.d.g.cfg.Pgmts.AuthType
+	if l.method == "md5" && l.secret.Kind() == auth.KindSCRAM {
+		l.method = "scram-sha-256" // as PostgreSQL upgrades md5 to SCRAM
+	}
+	switch l.method {
+	case "trust":
+		return cc.authenticated()
+	case "md5":
+		_, _ = rand.Read(l.salt[:])
+		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationMD5Password{Salt: l.salt}))
+	default:
+		x, err := l.secret.NewSCRAM(l.user)
+		if err != nil {
+			cc.d.log.Warn("user's password is stored as md5, which SCRAM cannot use; set a plain password or a SCRAM verifier, or auth_type = \"md5\"", "user", l.user)
+			x, _ = cc.d.g.decoy.NewSCRAM(l.user)
+			l.known = false
+		}
+		l.scram = x
+		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}}))
+	}
+	cc.phase = phaseAuth
+	cc.need = 5
+	return gnet.None
+}
+
+// authMessage handles a PasswordMessage / SASL response.
+func (cc *clientConn) authMessage(buf []byte) (int, gnet.Action) {
+	typ, size, ok := wire.Header(buf)
+	if !ok {
+		return 0, gnet.None
+	}
+	if err := wire.CheckSize(size, wire.MaxStartupPacket); err != nil {
+		return 0, cc.fatal(wire.Fatal("08P01", "invalid authentication message length %d", size-1))
+	}
+	if len(buf) < size {
+		cc.need = size
+		return 0, gnet.None
+	}
+	cc.need = 5
+	if typ != 'p' {
+		return size, cc.fatal(wire.Fatal("08P01", "expected password response, got message type %q", typ))
+	}
+	body := buf[5:size]
+	l := cc.login
+	switch {
+	case l.method == "md5":
+		var pm pgproto3.PasswordMessage
+		if pm.Decode(body) != nil || !l.known || !l.secret.CheckMD5(l.user, l.salt, pm.Password) {
+			return size, cc.authFailed()
+		}
+		return size, cc.authenticated()
+	case l.scramStarted:
+		var r pgproto3.SASLResponse
+		if r.Decode(body) != nil {
+			return size, cc.fatal(wire.Fatal("08P01", "malformed SASL response"))
+		}
+		final, err := l.scram.Step(string(r.Data))
+		if err != nil || !l.known || !l.scram.Done() {
+			return size, cc.authFailed()
+		}
+		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationSASLFinal{Data: []byte(final)}))
+		return size, cc.authenticated()
+	default:
+		var r pgproto3.SASLInitialResponse
+		if r.Decode(body) != nil {
+			return size, cc.fatal(wire.Fatal("08P01", "malformed SASL initial response"))
+		}
+		if r.AuthMechanism != "SCRAM-SHA-256" {
+			return size, cc.fatal(wire.Fatal("08P01", "client selected an invalid SASL authentication mechanism %q", r.AuthMechanism))
+		}
+		first, err := l.scram.Step(string(r.Data))
+		if err != nil {
+			return size, cc.fatal(wire.Fatal("08P01", "malformed SCRAM message: %v", err))
+		}
+		l.scramStarted = true
+		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationSASLContinue{Data: []byte(first)}))
+		return size, gnet.None
+	}
+}
+
+func (cc *clientConn) authFailed() gnet.Action {
+	cc.d.log.Warn("password authentication failed", "user", cc.login.user, "database", cc.login.database, "addr", cc.gc.RemoteAddr())
+	return cc.fatal(wire.Fatal("28P01", "password authentication failed for user %q", cc.login.user))
+}
+
+// authenticated finds the client's pool and waits for it to be able to
+// reach PostgreSQL before the client is told it may send queries.
+func (cc *clientConn) authenticated() gnet.Action {
+	l := cc.login
+	_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationOk{}))
+	pool, err := cc.d.g.router.Route(l.database, l.user)
+	if err != nil {
+		cc.d.log.Info("client asked for a database pgmts does not serve", "database", l.database, "user", l.user, "addr", cc.gc.RemoteAddr())
+		e := wire.Fatal("3D000", "database %q does not exist", l.database)
+		e.Hint = "pgmts has no [databases] section for it and no \"*\" fallback section."
+		return cc.fatal(e)
+	}
+	l.pool = pool
+	cc.phase = phasePreparing
+	// Prepare answers at once when the pool already knows its server's
+	// parameters; otherwise the answer comes from another goroutine and is
+	// carried back onto this loop.
+	var state atomic.Int32 // 0 = in Prepare, 1 = returned, 2 = answered inline
+	var params map[string]string
+	var perr error
+	pool.Backend.Prepare(func(p map[string]string, err error) {
+		if state.CompareAndSwap(0, 2) {
+			params, perr = p, err
+			return
+		}
+		_ = cc.gc.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			if action := cc.ready(p, err); action == gnet.Close {
+				cc.closed = true
+				_ = cc.gc.Close()
+			} else {
+				cc.onTraffic()
+			}
+			return nil
+		}))
+	})
+	if state.CompareAndSwap(0, 1) {
+		return gnet.None
+	}
+	return cc.ready(params, perr)
+}
+
+// ready finishes the login: ParameterStatus set, BackendKeyData, and
+// ReadyForQuery.
+func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Action {
+	if cc.closed {
+		return gnet.None
+	}
+	l := cc.login
+	if err != nil {
+		var we *wire.Error
+		if !errors.As(err, &we) {
+			we = wire.Fatal("08006", "%v", err)
+		}
+		cc.d.log.Info("client login failed at the server", "database", l.database, "user", l.user, "err", we.Error())
+		return cc.fatal(we)
+	}
+	circuit := circuits.New(l.pool.Mode, l.settings)
+	out := make([]byte, 0, 512)
+	for _, name := range slices.Sorted(maps.Keys(serverParams)) {
+		value := serverParams[name]
+		if v, ok := l.settings[strings.ToLower(name)]; ok {
+			value = v
+		}
+		circuit.SetReported(name, value)
+		out = wire.Append(out, &pgproto3.ParameterStatus{Name: name, Value: value})
+	}
+	cc.d.g.register(cc)
+	out = wire.Append(out, &pgproto3.BackendKeyData{ProcessID: cc.pid, SecretKey: cc.key[:]})
+	out = wire.Append(out, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	cc.client = queue.NewClient(cc.d.g.nextID.Add(1), l.pool, cc.d.responses, cc.gc, circuit)
+	_, _ = cc.gc.Write(out)
+	cc.d.log.Debug("client logged in", "client", cc.client.ID, "database", l.database, "user", l.user, "addr", cc.gc.RemoteAddr())
+	cc.login = nil
+	cc.phase = phaseReady
+	cc.need = 5
+	return gnet.None
+}

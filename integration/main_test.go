@@ -1,0 +1,284 @@
+// Package integration drives pgmts with real clients (pgx, psql, pgbench)
+// in front of a throwaway PostgreSQL cluster.
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/dispatcher"
+	"github.com/pgmts/pgmts/pgtest"
+	"github.com/pgmts/pgmts/sharedserver"
+)
+
+// The cluster every test of the package shares; each test starts its own
+// pgmts in front of it.
+var (
+	cluster    *pgtest.Cluster
+	clusterErr error
+	binDir     string // holds a built pgmts binary, for tests that measure its RSS
+)
+
+const (
+	benchUser = "bench"
+	benchPass = "bench-pw"
+	appUser   = "app"
+	appPass   = "app-pw"
+)
+
+func TestMain(m *testing.M) {
+	cluster, clusterErr = pgtest.Start(pgtest.Options{
+		Users:     []pgtest.User{{Name: benchUser, Password: benchPass}, {Name: appUser, Password: appPass}},
+		Databases: []string{"bench"},
+		Conf:      map[string]string{"max_connections": "300"},
+	})
+	code := 1
+	if clusterErr == nil {
+		code = setupAndRun(m)
+		_ = cluster.Stop()
+	} else {
+		code = m.Run() // each test skips or fails through needCluster
+	}
+	os.Exit(code)
+}
+
+func setupAndRun(m *testing.M) int {
+	if err := pgbenchInit(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgbench -i:", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "pgmts-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "pgmts"), "../cmd/pgmts").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		return 1
+	}
+	binDir = dir
+	code := m.Run()
+	if code == 0 {
+		if err := checkLeaks(); err != nil {
+			fmt.Fprintln(os.Stderr, "LEAK CHECK FAILED:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+// checkLeaks runs after every test has stopped its pgmts: no goroutine of
+// ours may remain, and PostgreSQL must have no client backends left.
+func checkLeaks() error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stacks := ourGoroutines()
+		n, err := cluster.BackendCount("")
+		if err != nil {
+			return err
+		}
+		if stacks == "" && n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d PostgreSQL backends still connected; goroutines left:\n%s", n, stacks)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func ourGoroutines() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var left []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, pkg := range []string{"pgmts/pgmts/dispatcher.", "pgmts/pgmts/sharedserver.", "pgmts/pgmts/queue."} {
+			if strings.Contains(g, pkg) {
+				left = append(left, g)
+				break
+			}
+		}
+	}
+	return strings.Join(left, "\n\n")
+}
+
+func needCluster(t testing.TB) {
+	t.Helper()
+	if clusterErr == nil {
+		return
+	}
+	if errors.Is(clusterErr, pgtest.ErrNoPostgres) && os.Getenv("CI") != "true" {
+		t.Skip("PostgreSQL is not installed:", clusterErr)
+	}
+	t.Fatal("PostgreSQL test cluster:", clusterErr)
+}
+
+func pgbenchInit() error {
+	bin, err := pgtest.FindBin("pgbench")
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "-i", "-s", "1", "-q", "-h", cluster.Host, "-p", strconv.Itoa(cluster.Port), "-U", benchUser, "bench")
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+benchPass)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
+// pgmts is one pgmts instance run in-process.
+type pgmts struct {
+	cfg   *config.Config
+	pools *sharedserver.Pools
+	group *dispatcher.Group
+	port  int
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// baseConfig is a pgmts config in front of the test cluster: databases
+// "bench" and "postgres", users bench and app with their passwords.
+func baseConfig(t testing.TB) *config.Config {
+	toml := fmt.Sprintf(`
+[pgmts]
+listen = "127.0.0.1:%d"
+dispatchers = 2
+auth_type = "scram-sha-256"
+metrics_listen = ""
+log_level = "warn"
+
+[pool]
+mode = "transaction"
+max_shared_servers = 10
+
+[databases.bench]
+host = "127.0.0.1"
+port = %d
+
+[databases.postgres]
+host = "127.0.0.1"
+port = %d
+
+[users.%s]
+password = %q
+
+[users.%s]
+password = %q
+`, freePort(t), cluster.Port, cluster.Port, benchUser, benchPass, appUser, appPass)
+	cfg, err := config.Parse([]byte(toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// startPgmts starts pgmts in-process with the base config changed by edit.
+func startPgmts(t testing.TB, edit func(*config.Config)) *pgmts {
+	t.Helper()
+	needCluster(t)
+	cfg := baseConfig(t)
+	if edit != nil {
+		edit(cfg)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	pools := sharedserver.NewPools(cfg, log)
+	group, err := dispatcher.New(cfg, pools, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := group.Start(); err != nil {
+		pools.Close()
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(cfg.Pgmts.Listen)
+	p := &pgmts{cfg: cfg, pools: pools, group: group}
+	p.port, _ = strconv.Atoi(port)
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *pgmts) stop() {
+	p.group.Stop()
+	p.pools.Close()
+}
+
+func setMode(mode string, max int) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Pool.Mode = mode
+		c.Pool.MaxSharedServers = max
+	}
+}
+
+// dsn is a libpq/pgx connection string to pgmts.
+func (p *pgmts) dsn(user, password, db string, extra ...string) string {
+	s := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=%s sslmode=disable", p.port, user, password, db)
+	for _, e := range extra {
+		s += " " + e
+	}
+	return s
+}
+
+func (p *pgmts) connect(t testing.TB, extra ...string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, p.dsn(benchUser, benchPass, "bench", extra...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func ctx10(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func sqlState(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+func queryString(t testing.TB, c *pgx.Conn, sql string, args ...any) string {
+	t.Helper()
+	var s string
+	if err := c.QueryRow(ctx10(t), sql, args...).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return s
+}

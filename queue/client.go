@@ -1,0 +1,242 @@
+// Package queue is where dispatchers and shared servers meet: the per-pool
+// request queue (FIFO, common to every dispatcher), the per-dispatcher
+// response queue, and the Client handle both sides share. The dispatcher and
+// the shared servers never import each other.
+package queue
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/pgmts/pgmts/circuits"
+	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/wire"
+)
+
+// Backend is what a pool's shared-server side offers the dispatchers.
+type Backend interface {
+	// Prepare makes sure the pool can reach PostgreSQL and reports the
+	// server's ParameterStatus set (or why the login was refused), by
+	// calling done from any goroutine.
+	Prepare(done func(params map[string]string, err error))
+	// Cancel cancels the query the client's server is running, if any.
+	Cancel(c *Client)
+}
+
+// Pool is one pool (database + user) as the dispatchers see it.
+type Pool struct {
+	Name     string
+	Config   config.PoolConfig
+	Mode     circuits.Mode
+	Requests *RequestQueue
+	Backend  Backend
+}
+
+// Router finds the pool for a client's database and user.
+type Router interface {
+	Route(database, user string) (*Pool, error)
+}
+
+type clientState int
+
+const (
+	stateIdle   clientState = iota // no request pending, no server
+	stateQueued                    // waiting in its pool's request queue
+	stateServed                    // a shared server owns it
+)
+
+// Client is one client connection's meeting point: its circuit, the request
+// bytes a server has not taken yet, and where the replies go.
+type Client struct {
+	ID        uint64
+	Pool      *Pool
+	Responses *ResponseQueue
+	// Conn is the dispatcher's own handle for the connection.
+	Conn any
+
+	mu      sync.Mutex
+	circuit *circuits.Circuit
+	inbox   []byte
+	state   clientState
+	server  any // the shared server serving it (stateServed)
+	closed  bool
+	// wake tells the serving server that the inbox has bytes or the client
+	// is gone.
+	wake chan struct{}
+
+	// queued counts reply bytes handed to the dispatcher and not yet
+	// written; outbound is the connection's unsent buffer as last seen by
+	// the dispatcher. Together they are the backpressure signal.
+	queued   atomic.Int64
+	outbound atomic.Int64
+	drained  chan struct{}
+
+	cancelTarget atomic.Pointer[CancelTarget]
+}
+
+// CancelTarget is the backend a client's query runs on, for CancelRequest.
+type CancelTarget struct {
+	Network, Address string
+	PID              uint32
+	Key              []byte
+}
+
+// NewClient makes the handle for a logged-in client.
+func NewClient(id uint64, pool *Pool, responses *ResponseQueue, conn any, c *circuits.Circuit) *Client {
+	return &Client{ID: id, Pool: pool, Responses: responses, Conn: conn, circuit: c,
+		wake: make(chan struct{}, 1), drained: make(chan struct{}, 1)}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Submit hands complete client messages (raw bytes, and their type bytes)
+// to the client's server, queueing the client in its pool when no server
+// holds it. It reports false when the client is already closed.
+func (c *Client) Submit(data []byte, types []byte) bool {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	for _, t := range types {
+		c.circuit.FromClient(t)
+	}
+	c.inbox = append(c.inbox, data...)
+	switch c.state {
+	case stateIdle:
+		c.state = stateQueued
+		c.mu.Unlock()
+		c.Pool.Requests.enqueue(c)
+		return true
+	case stateServed:
+		c.mu.Unlock()
+		signal(c.wake)
+		return true
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// Close marks the client gone. A server serving it is woken to clean up;
+// a queued entry is skipped when a server dequeues it.
+func (c *Client) Close() {
+	c.mu.Lock()
+	c.closed = true
+	served := c.state == stateServed
+	c.mu.Unlock()
+	if served {
+		signal(c.wake)
+	}
+	signal(c.drained)
+}
+
+// Closed reports whether the client is gone.
+func (c *Client) Closed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// Begin is called by a server that dequeued the client: it takes ownership,
+// unless the client left while waiting (false).
+func (c *Client) Begin(server any) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		c.state = stateIdle
+		return false
+	}
+	c.state = stateServed
+	c.server = server
+	return true
+}
+
+// Take swaps the inbox out for spare (emptied) and returns what was in it.
+// mine is false when server no longer owns the client; gone when the
+// client closed.
+func (c *Client) Take(server any, spare []byte) (data []byte, mine, gone bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateServed || c.server != server {
+		return spare, false, c.closed
+	}
+	if c.closed {
+		return spare, true, true
+	}
+	data, c.inbox = c.inbox, spare[:0]
+	return data, true, false
+}
+
+// Wake is the channel a serving server waits on for new bytes or a close.
+func (c *Client) Wake() <-chan struct{} { return c.wake }
+
+// Ready records the server's ReadyForQuery and lets the server go when the
+// pool mode allows it and nothing else waits. It reports (violation,
+// released): violation is a transaction block opened in statement mode.
+func (c *Client) Ready(server any, status byte) (violation, released bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.circuit.Ready(status)
+	if c.circuit.StatementViolation() {
+		return true, false
+	}
+	if c.server == server && c.circuit.Releasable() && len(c.inbox) == 0 && !c.closed {
+		c.state = stateIdle
+		c.server = nil
+		return false, true
+	}
+	return false, false
+}
+
+// Release gives the client up after its server is gone or done with it.
+func (c *Client) Release(server any) {
+	c.mu.Lock()
+	if c.server == server {
+		c.state = stateIdle
+		c.server = nil
+	}
+	c.mu.Unlock()
+}
+
+// Idle reports whether the client's session is between transactions with
+// nothing in flight.
+func (c *Client) Idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state != stateQueued && c.circuit.Idle()
+}
+
+// Circuit runs fn with the client's circuit under the client's lock.
+func (c *Client) Circuit(fn func(*circuits.Circuit)) {
+	c.mu.Lock()
+	fn(c.circuit)
+	c.mu.Unlock()
+}
+
+// SetCancelTarget records (or clears, with nil) the backend serving the client.
+func (c *Client) SetCancelTarget(t *CancelTarget) { c.cancelTarget.Store(t) }
+
+// CancelTarget returns the backend serving the client, if any.
+func (c *Client) CancelTarget() *CancelTarget { return c.cancelTarget.Load() }
+
+// Backlog is the reply bytes not yet on the client's socket.
+func (c *Client) Backlog() int64 { return c.queued.Load() + c.outbound.Load() }
+
+// Drained is signalled when the dispatcher sees the backlog fall.
+func (c *Client) Drained() <-chan struct{} { return c.drained }
+
+// SetOutbound is called by the dispatcher with the connection's unsent bytes.
+func (c *Client) SetOutbound(n int) {
+	c.outbound.Store(int64(n))
+	signal(c.drained)
+}
+
+// Fail sends the client a final error and closes its connection.
+func (c *Client) Fail(e *wire.Error) {
+	c.Responses.Push(Reply{Client: c, Data: e.Encode(nil), Close: true})
+}

@@ -1,0 +1,157 @@
+package queue
+
+import (
+	"sync"
+	"time"
+)
+
+type entry struct {
+	client   *Client
+	enqueued time.Time
+}
+
+// RequestQueue is a pool's FIFO of clients with a request waiting for a
+// shared server. An idle server parks on it; a request handed to a parked
+// server skips the list entirely.
+type RequestQueue struct {
+	mu      sync.Mutex
+	items   []entry
+	head    int
+	waiters []chan *Client
+	// OnWait is called (outside the lock) when a request had to wait
+	// because no server was idle: the pool may start one.
+	OnWait func()
+
+	totalQueued int64
+	totalWait   time.Duration
+}
+
+// Stats is the queue's accounting (Oracle's V$QUEUE).
+type Stats struct {
+	Waiting     int
+	TotalQueued int64
+	TotalWait   time.Duration
+	OldestWait  time.Duration
+}
+
+func (q *RequestQueue) enqueue(c *Client) {
+	q.mu.Lock()
+	q.totalQueued++
+	if n := len(q.waiters); n > 0 {
+		w := q.waiters[n-1]
+		q.waiters = q.waiters[:n-1]
+		q.mu.Unlock()
+		w <- c
+		return
+	}
+	q.items = append(q.items, entry{c, time.Now()})
+	q.mu.Unlock()
+	if q.OnWait != nil {
+		q.OnWait()
+	}
+}
+
+// Take returns the next waiting client, parking until one comes or stop
+// closes (nil). inbox is the caller's own channel (capacity 1), reused
+// across calls.
+func (q *RequestQueue) Take(inbox chan *Client, stop <-chan struct{}) *Client {
+	q.mu.Lock()
+	if c := q.pop(); c != nil {
+		q.mu.Unlock()
+		return c
+	}
+	q.waiters = append(q.waiters, inbox)
+	q.mu.Unlock()
+	select {
+	case c := <-inbox:
+		return c
+	case <-stop:
+		q.mu.Lock()
+		for i, w := range q.waiters {
+			if w == inbox {
+				q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
+				q.mu.Unlock()
+				return nil
+			}
+		}
+		q.mu.Unlock()
+		// A client was handed over while we were stopping: pass it to
+		// another parked server, or put it back at the front.
+		c := <-inbox
+		q.pushFront(c)
+		return nil
+	}
+}
+
+func (q *RequestQueue) pop() *Client {
+	if q.head == len(q.items) {
+		return nil
+	}
+	e := q.items[q.head]
+	q.items[q.head] = entry{}
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+	q.totalWait += time.Since(e.enqueued)
+	return e.client
+}
+
+func (q *RequestQueue) pushFront(c *Client) {
+	q.mu.Lock()
+	if n := len(q.waiters); n > 0 {
+		w := q.waiters[n-1]
+		q.waiters = q.waiters[:n-1]
+		q.mu.Unlock()
+		w <- c
+		return
+	}
+	e := entry{c, time.Now()}
+	if q.head > 0 {
+		q.head--
+		q.items[q.head] = e
+	} else {
+		q.items = append([]entry{e}, q.items...)
+	}
+	q.mu.Unlock()
+	if q.OnWait != nil {
+		q.OnWait()
+	}
+}
+
+// Expire removes and returns the clients that have waited longer than max.
+func (q *RequestQueue) Expire(max time.Duration) []*Client {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []*Client
+	cut := time.Now().Add(-max)
+	for q.head < len(q.items) && q.items[q.head].enqueued.Before(cut) {
+		out = append(out, q.items[q.head].client)
+		q.totalWait += time.Since(q.items[q.head].enqueued)
+		q.items[q.head] = entry{}
+		q.head++
+	}
+	return out
+}
+
+// Drain removes and returns every waiting client.
+func (q *RequestQueue) Drain() []*Client {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []*Client
+	for c := q.pop(); c != nil; c = q.pop() {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Stats reports the queue's accounting.
+func (q *RequestQueue) Stats() Stats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := Stats{Waiting: len(q.items) - q.head, TotalQueued: q.totalQueued, TotalWait: q.totalWait}
+	if s.Waiting > 0 {
+		s.OldestWait = time.Since(q.items[q.head].enqueued)
+	}
+	return s
+}

@@ -1,0 +1,454 @@
+package queue_test
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgmts/pgmts/circuits"
+	"github.com/pgmts/pgmts/queue"
+)
+
+func newPool(mode circuits.Mode) *queue.Pool {
+	return &queue.Pool{Name: "db/user", Mode: mode, Requests: &queue.RequestQueue{}}
+}
+
+func newClient(id uint64, p *queue.Pool, rq *queue.ResponseQueue) *queue.Client {
+	if rq == nil {
+		rq = queue.NewResponseQueue(func() {})
+	}
+	return queue.NewClient(id, p, rq, nil, circuits.New(p.Mode, nil))
+}
+
+// waitParked waits until n takers are parked on q.
+func waitParked(t testing.TB, q *queue.RequestQueue, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for q.Parked() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("parked = %d, want %d", q.Parked(), n)
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
+
+// take runs Take in a goroutine and returns its result channel.
+func take(q *queue.RequestQueue, stop <-chan struct{}) <-chan *queue.Client {
+	out := make(chan *queue.Client, 1)
+	go func() { out <- q.Take(make(chan *queue.Client, 1), stop) }()
+	return out
+}
+
+func recvClient(t testing.TB, ch <-chan *queue.Client) *queue.Client {
+	t.Helper()
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(2 * time.Second):
+		t.Fatal("Take did not return")
+		return nil
+	}
+}
+
+func TestRequestQueueFIFO(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	var waits atomic.Int32
+	p.Requests.OnWait = func() { waits.Add(1) }
+	var clients []*queue.Client
+	for i := range 50 {
+		c := newClient(uint64(i), p, nil)
+		clients = append(clients, c)
+		if !c.Submit([]byte{'Q', 0, 0, 0, 4}, []byte{'Q'}) {
+			t.Fatal("Submit refused")
+		}
+	}
+	if got := waits.Load(); got != 50 {
+		t.Fatalf("OnWait called %d times, want 50", got)
+	}
+	if st := p.Requests.Stats(); st.Waiting != 50 || st.TotalQueued != 50 {
+		t.Fatalf("Stats = %+v", st)
+	}
+	stop := make(chan struct{})
+	inbox := make(chan *queue.Client, 1)
+	for i := range 30 {
+		if got := p.Requests.Take(inbox, stop); got != clients[i] {
+			t.Fatalf("Take #%d = client %v, want %d", i, got, i)
+		}
+	}
+	rest := p.Requests.Drain()
+	if len(rest) != 20 {
+		t.Fatalf("Drain returned %d", len(rest))
+	}
+	for i, c := range rest {
+		if c != clients[30+i] {
+			t.Fatalf("Drain[%d] = %d, want %d", i, c.ID, 30+i)
+		}
+	}
+	if st := p.Requests.Stats(); st.Waiting != 0 || st.TotalQueued != 50 || st.OldestWait != 0 {
+		t.Fatalf("Stats after drain = %+v", st)
+	}
+	if d := p.Requests.Drain(); len(d) != 0 {
+		t.Fatalf("second Drain = %d clients", len(d))
+	}
+}
+
+func TestTakeParksAndIsHandedOver(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	var waits atomic.Int32
+	p.Requests.OnWait = func() { waits.Add(1) }
+	stop := make(chan struct{})
+	defer close(stop)
+
+	got := take(p.Requests, stop)
+	waitParked(t, p.Requests, 1)
+	c := newClient(1, p, nil)
+	c.Submit([]byte("x"), nil)
+	if r := recvClient(t, got); r != c {
+		t.Fatalf("handed %v, want client 1", r)
+	}
+	if w := waits.Load(); w != 0 {
+		t.Fatalf("OnWait called %d times with a parked server", w)
+	}
+	if st := p.Requests.Stats(); st.Waiting != 0 || st.TotalQueued != 1 || p.Requests.Parked() != 0 {
+		t.Fatalf("Stats = %+v parked %d", st, p.Requests.Parked())
+	}
+
+	// No server parked: the request waits and OnWait fires once.
+	c2 := newClient(2, p, nil)
+	c2.Submit([]byte("y"), nil)
+	if w := waits.Load(); w != 1 {
+		t.Fatalf("OnWait called %d times, want 1", w)
+	}
+	if r := p.Requests.Take(make(chan *queue.Client, 1), stop); r != c2 {
+		t.Fatalf("Take = %v, want client 2", r)
+	}
+
+	// Several parked servers each get one client.
+	const n = 8
+	var outs []<-chan *queue.Client
+	for range n {
+		outs = append(outs, take(p.Requests, stop))
+	}
+	waitParked(t, p.Requests, n)
+	seen := map[*queue.Client]bool{}
+	var want []*queue.Client
+	for i := range n {
+		c := newClient(uint64(10+i), p, nil)
+		want = append(want, c)
+		c.Submit([]byte("z"), nil)
+	}
+	for _, o := range outs {
+		seen[recvClient(t, o)] = true
+	}
+	for _, c := range want {
+		if !seen[c] {
+			t.Fatalf("client %d not handed to any server", c.ID)
+		}
+	}
+	if w := waits.Load(); w != 1 {
+		t.Fatalf("OnWait called %d times, want 1", w)
+	}
+}
+
+func TestTakeStop(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	stop := make(chan struct{})
+	close(stop)
+	if c := p.Requests.Take(make(chan *queue.Client, 1), stop); c != nil {
+		t.Fatalf("Take with stop closed = %v", c)
+	}
+	if n := p.Requests.Parked(); n != 0 {
+		t.Fatalf("stopped taker still parked (%d)", n)
+	}
+
+	// A parked taker returns nil when stop closes and leaves no waiter.
+	stop2 := make(chan struct{})
+	got := take(p.Requests, stop2)
+	waitParked(t, p.Requests, 1)
+	close(stop2)
+	if c := recvClient(t, got); c != nil {
+		t.Fatalf("Take = %v after stop", c)
+	}
+	if n := p.Requests.Parked(); n != 0 {
+		t.Fatalf("stopped taker still parked (%d)", n)
+	}
+	// A later request queues (nobody parked) rather than vanishing.
+	c := newClient(1, p, nil)
+	c.Submit([]byte("x"), nil)
+	if st := p.Requests.Stats(); st.Waiting != 1 {
+		t.Fatalf("Waiting = %d", st.Waiting)
+	}
+}
+
+// A hand-over that races with stop is either taken or put back in the
+// queue, never lost.
+func TestTakeStopRaceNotLost(t *testing.T) {
+	var took, putBack int
+	for i := range 1000 {
+		p := newPool(circuits.Transaction)
+		var waits atomic.Int32
+		p.Requests.OnWait = func() { waits.Add(1) }
+		stop := make(chan struct{})
+		got := take(p.Requests, stop)
+		if i%2 == 0 {
+			waitParked(t, p.Requests, 1)
+		}
+		c := newClient(uint64(i), p, nil)
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); close(stop) }()
+		go func() { defer wg.Done(); c.Submit([]byte("x"), nil) }()
+		wg.Wait()
+		r := recvClient(t, got)
+		st := p.Requests.Stats()
+		switch r {
+		case c:
+			took++
+			if st.Waiting != 0 {
+				t.Fatalf("iteration %d: taken and still waiting: %+v", i, st)
+			}
+		case nil:
+			putBack++
+			if st.Waiting != 1 || waits.Load() < 1 {
+				t.Fatalf("iteration %d: client lost: %+v, OnWait %d", i, st, waits.Load())
+			}
+			if d := p.Requests.Drain(); len(d) != 1 || d[0] != c {
+				t.Fatalf("iteration %d: Drain = %v", i, d)
+			}
+		default:
+			t.Fatalf("iteration %d: Take returned a stranger", i)
+		}
+		if n := p.Requests.Parked(); n != 0 {
+			t.Fatalf("iteration %d: %d takers left parked", i, n)
+		}
+	}
+	t.Logf("taken %d, put back %d", took, putBack)
+}
+
+// When a stopping taker gives a handed-over client back, another parked
+// taker must get it: a parked server must never sit idle next to a waiting
+// request.
+func TestTakeStopRaceOtherTakerParked(t *testing.T) {
+	for i := range 3000 {
+		p := newPool(circuits.Transaction)
+		stopA := make(chan struct{})
+		gotA := take(p.Requests, stopA)
+		waitParked(t, p.Requests, 1)
+		stopB := make(chan struct{})
+		gotB := take(p.Requests, stopB) // parked last: enqueue hands to B first
+		waitParked(t, p.Requests, 2)
+		c := newClient(uint64(i), p, nil)
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); close(stopB) }()
+		go func() { defer wg.Done(); c.Submit([]byte("x"), nil) }()
+		wg.Wait()
+		if r := recvClient(t, gotB); r == c {
+			close(stopA)
+			recvClient(t, gotA)
+			continue
+		}
+		select {
+		case r := <-gotA:
+			if r != c {
+				t.Fatalf("iteration %d: A got %v", i, r)
+			}
+			close(stopA)
+		case <-time.After(200 * time.Millisecond):
+			st := p.Requests.Stats()
+			close(stopA)
+			recvClient(t, gotA)
+			t.Fatalf("iteration %d: client waits in the queue (%+v) while taker A is parked", i, st)
+		}
+	}
+}
+
+func TestExpire(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	if got := p.Requests.Expire(time.Millisecond); len(got) != 0 {
+		t.Fatalf("Expire on empty queue = %v", got)
+	}
+	var cs []*queue.Client
+	for i := range 4 {
+		c := newClient(uint64(i), p, nil)
+		cs = append(cs, c)
+		c.Submit([]byte("x"), nil)
+	}
+	p.Requests.Backdate(3*time.Hour, 2*time.Hour, time.Minute, 0)
+	st := p.Requests.Stats()
+	if st.OldestWait < 3*time.Hour || st.OldestWait > 3*time.Hour+time.Minute {
+		t.Fatalf("OldestWait = %v", st.OldestWait)
+	}
+	got := p.Requests.Expire(90 * time.Minute)
+	if len(got) != 2 || got[0] != cs[0] || got[1] != cs[1] {
+		t.Fatalf("Expire(90m) = %v", ids(got))
+	}
+	st = p.Requests.Stats()
+	if st.Waiting != 2 || st.TotalWait < 5*time.Hour || st.OldestWait < time.Minute || st.OldestWait > 2*time.Minute {
+		t.Fatalf("Stats after expire = %+v", st)
+	}
+	if got := p.Requests.Expire(90 * time.Minute); len(got) != 0 {
+		t.Fatalf("second Expire(90m) = %v", ids(got))
+	}
+	if got := p.Requests.Expire(30 * time.Second); len(got) != 1 || got[0] != cs[2] {
+		t.Fatalf("Expire(30s) = %v", ids(got))
+	}
+	// The queue keeps working after Expire emptied its front.
+	stop := make(chan struct{})
+	defer close(stop)
+	inbox := make(chan *queue.Client, 1)
+	if c := p.Requests.Take(inbox, stop); c != cs[3] {
+		t.Fatalf("Take = %v", c)
+	}
+	c5 := newClient(5, p, nil)
+	c5.Submit([]byte("x"), nil)
+	if c := p.Requests.Take(inbox, stop); c != c5 {
+		t.Fatalf("Take after refill = %v", c)
+	}
+	if st := p.Requests.Stats(); st.Waiting != 0 || st.TotalQueued != 5 {
+		t.Fatalf("Stats = %+v", st)
+	}
+}
+
+func TestExpireAllThenQueue(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	for i := range 3 {
+		newClient(uint64(i), p, nil).Submit([]byte("x"), nil)
+	}
+	p.Requests.Backdate(time.Hour, time.Hour, time.Hour)
+	if got := p.Requests.Expire(time.Minute); len(got) != 3 {
+		t.Fatalf("Expire = %d clients", len(got))
+	}
+	if st := p.Requests.Stats(); st.Waiting != 0 {
+		t.Fatalf("Waiting = %d", st.Waiting)
+	}
+	var cs []*queue.Client
+	for i := range 3 {
+		c := newClient(uint64(10+i), p, nil)
+		cs = append(cs, c)
+		c.Submit([]byte("x"), nil)
+	}
+	if got := p.Requests.Drain(); len(got) != 3 || got[0] != cs[0] || got[2] != cs[2] {
+		t.Fatalf("Drain = %v", ids(got))
+	}
+}
+
+func TestStats(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	if st := p.Requests.Stats(); st != (queue.Stats{}) {
+		t.Fatalf("zero Stats = %+v", st)
+	}
+	for i := range 3 {
+		newClient(uint64(i), p, nil).Submit([]byte("x"), nil)
+	}
+	p.Requests.Backdate(time.Second, time.Second, time.Second)
+	st := p.Requests.Stats()
+	if st.Waiting != 3 || st.TotalQueued != 3 || st.TotalWait != 0 || st.OldestWait < time.Second {
+		t.Fatalf("Stats = %+v", st)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	p.Requests.Take(make(chan *queue.Client, 1), stop)
+	st = p.Requests.Stats()
+	if st.Waiting != 2 || st.TotalQueued != 3 || st.TotalWait < time.Second || st.TotalWait > 2*time.Second {
+		t.Fatalf("Stats after one Take = %+v", st)
+	}
+	p.Requests.Drain()
+	st = p.Requests.Stats()
+	if st.Waiting != 0 || st.TotalWait < 3*time.Second || st.OldestWait != 0 {
+		t.Fatalf("Stats after Drain = %+v", st)
+	}
+}
+
+// Many submitters and takers: every request is taken exactly once.
+func TestRequestQueueConcurrent(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	const producers, perProducer, takers = 8, 200, 4
+	stop := make(chan struct{})
+	var taken sync.Map
+	var count atomic.Int32
+	done := make(chan struct{})
+	var tw sync.WaitGroup
+	for range takers {
+		tw.Add(1)
+		go func() {
+			defer tw.Done()
+			inbox := make(chan *queue.Client, 1)
+			for {
+				c := p.Requests.Take(inbox, stop)
+				if c == nil {
+					return
+				}
+				if _, dup := taken.LoadOrStore(c, true); dup {
+					t.Errorf("client %d taken twice", c.ID)
+				}
+				if count.Add(1) == producers*perProducer {
+					close(done)
+				}
+			}
+		}()
+	}
+	var pw sync.WaitGroup
+	for i := range producers {
+		pw.Add(1)
+		go func() {
+			defer pw.Done()
+			for j := range perProducer {
+				newClient(uint64(i*perProducer+j), p, nil).Submit([]byte("x"), nil)
+			}
+		}()
+	}
+	pw.Wait()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("only %d of %d requests taken; stats %+v", count.Load(), producers*perProducer, p.Requests.Stats())
+	}
+	close(stop)
+	tw.Wait()
+	if st := p.Requests.Stats(); st.Waiting != 0 || st.TotalQueued != producers*perProducer {
+		t.Fatalf("Stats = %+v", st)
+	}
+}
+
+func ids(cs []*queue.Client) []uint64 {
+	var out []uint64
+	for _, c := range cs {
+		out = append(out, c.ID)
+	}
+	return out
+}
+
+func BenchmarkRequestQueueHandOver(b *testing.B) {
+	p := newPool(circuits.Transaction)
+	c := newClient(1, p, nil)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	srv := new(int)
+	go func() {
+		inbox := make(chan *queue.Client, 1)
+		var spare []byte
+		for {
+			cl := p.Requests.Take(inbox, stop)
+			if cl == nil {
+				return
+			}
+			cl.Begin(srv)
+			data, _, _ := cl.Take(srv, spare)
+			spare = data[:0]
+			if _, released := cl.Ready(srv, 'I'); !released {
+				panic("not released")
+			}
+			done <- struct{}{}
+		}
+	}()
+	msg := []byte{'Q', 0, 0, 0, 13, 's', 'e', 'l', 'e', 'c', 't', ' ', '1', 0}
+	types := []byte{'Q'}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Submit(msg, types)
+		<-done
+	}
+	close(stop)
+}

@@ -1,0 +1,105 @@
+package queue
+
+import "sync"
+
+// Reply is one item for a dispatcher to act on for a client: bytes to
+// write, and/or closing the connection after them.
+type Reply struct {
+	Client *Client
+	Data   []byte
+	// Close closes the client connection after Data is written.
+	Close bool
+	// Poll asks only for a fresh backlog reading (backpressure).
+	Poll bool
+	// release returns Data to the buffer pool once written.
+	pooled bool
+}
+
+// ResponseQueue is one dispatcher's queue of replies: many producers (the
+// shared servers), one consumer (the dispatcher's event loop). Producers
+// wake the loop only when the queue goes from empty to non-empty, so a busy
+// loop drains many replies per wake-up.
+type ResponseQueue struct {
+	mu      sync.Mutex
+	items   []Reply
+	spare   []Reply
+	pending bool
+	wake    func()
+}
+
+// NewResponseQueue makes a queue that calls wake (from the producer's
+// goroutine) when the consumer must drain it.
+func NewResponseQueue(wake func()) *ResponseQueue {
+	return &ResponseQueue{wake: wake}
+}
+
+// Push adds a reply. Data must not be touched by the caller afterwards.
+func (q *ResponseQueue) Push(r Reply) {
+	if r.Client != nil {
+		r.Client.queued.Add(int64(len(r.Data)))
+	}
+	q.mu.Lock()
+	q.items = append(q.items, r)
+	wake := !q.pending
+	q.pending = true
+	q.mu.Unlock()
+	if wake {
+		q.wake()
+	}
+}
+
+// PushPooled adds bytes obtained from GetBuffer; the dispatcher puts the
+// buffer back after writing it.
+func (q *ResponseQueue) PushPooled(c *Client, data *[]byte) {
+	q.Push(Reply{Client: c, Data: *data, pooled: true})
+	bufHolders.Put(data)
+}
+
+// Drain takes every queued reply; the consumer calls Done on each after
+// writing it. The returned slice is valid until the next Drain.
+func (q *ResponseQueue) Drain() []Reply {
+	q.mu.Lock()
+	items := q.items
+	q.items = q.spare[:0]
+	q.spare = items
+	q.pending = false
+	q.mu.Unlock()
+	return items
+}
+
+// Done settles a reply after the dispatcher wrote (or dropped) it.
+func (r *Reply) Done() {
+	if r.Client != nil {
+		r.Client.queued.Add(-int64(len(r.Data)))
+	}
+	if r.pooled {
+		PutBuffer(r.Data)
+	}
+	*r = Reply{}
+}
+
+// Reply chunks come from a pool so that a busy server allocates nothing per
+// reply in the steady state.
+const chunkSize = 64 << 10
+
+var (
+	buffers    = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
+	bufHolders = sync.Pool{New: func() any { return new([]byte) }}
+)
+
+// GetBuffer returns an empty buffer for a reply chunk.
+func GetBuffer() *[]byte {
+	p := buffers.Get().(*[]byte)
+	*p = (*p)[:0]
+	return p
+}
+
+// PutBuffer returns a chunk's memory to the pool.
+func PutBuffer(b []byte) {
+	if cap(b) > 4*chunkSize {
+		return // an unusually large chunk: let the GC have it
+	}
+	h := bufHolders.Get().(*[]byte)
+	*h = b[:0]
+	buffers.Put(h)
+}

@@ -1,0 +1,295 @@
+// Package sharedserver runs the shared servers: each owns one PostgreSQL
+// backend connection, takes requests from its pool's queue (or its bound
+// client's inbox), writes them to PostgreSQL and streams the replies into
+// the client's dispatcher response queue.
+package sharedserver
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgmts/pgmts/circuits"
+	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/queue"
+	"github.com/pgmts/pgmts/wire"
+)
+
+// Pools owns every pool; it is the dispatchers' queue.Router.
+type Pools struct {
+	cfg *config.Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	pools  map[string]*Pool
+	closed bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup // every goroutine this package starts
+}
+
+// NewPools starts the pool registry (and its query_wait_timeout sweeper).
+func NewPools(cfg *config.Config, log *slog.Logger) *Pools {
+	p := &Pools{cfg: cfg, log: log, pools: map[string]*Pool{}, stop: make(chan struct{})}
+	p.wg.Add(1)
+	go p.sweep()
+	return p
+}
+
+// ErrNoDatabase is returned by Route for a database no section serves.
+var ErrNoDatabase = errors.New("no such database")
+
+// Route returns (creating on first use) the pool for database and user.
+func (p *Pools) Route(database, user string) (*queue.Pool, error) {
+	key := database + "\x00" + user
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, errors.New("pgmts is shutting down")
+	}
+	if pool, ok := p.pools[key]; ok {
+		return pool.q, nil
+	}
+	pc, ok := p.cfg.PoolFor(database, user)
+	if !ok {
+		return nil, ErrNoDatabase
+	}
+	mode, err := circuits.ParseMode(pc.Mode)
+	if err != nil {
+		return nil, err
+	}
+	pool := &Pool{parent: p, cfg: pc, log: p.log.With("pool", database+"/"+user), servers: map[*Server]struct{}{}}
+	pool.q = &queue.Pool{Name: database + "/" + user, Config: pc, Mode: mode, Requests: &queue.RequestQueue{}, Backend: pool}
+	pool.q.Requests.OnWait = pool.grow
+	p.pools[key] = pool
+	pool.mu.Lock()
+	pool.keepMinimum()
+	pool.mu.Unlock()
+	return pool.q, nil
+}
+
+// sweep fails requests that waited longer than query_wait_timeout.
+func (p *Pools) sweep() {
+	defer p.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		pools := make([]*Pool, 0, len(p.pools))
+		for _, pool := range p.pools {
+			pools = append(pools, pool)
+		}
+		p.mu.Unlock()
+		for _, pool := range pools {
+			max := pool.cfg.QueryWaitTimeout
+			if max <= 0 {
+				continue
+			}
+			for _, c := range pool.q.Requests.Expire(max) {
+				pool.log.Warn("request waited too long for a server; closing the client", "client", c.ID, "query_wait_timeout", max)
+				c.Fail(wire.Fatal("08P01", "query_wait_timeout: no server of pool %s became free within %s", pool.q.Name, max))
+			}
+		}
+	}
+}
+
+// Close stops every server and waits for all goroutines of the package.
+func (p *Pools) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	close(p.stop)
+	pools := p.pools
+	p.mu.Unlock()
+	for _, pool := range pools {
+		pool.closeAll()
+	}
+	p.wg.Wait()
+}
+
+// BackendCount is the number of backend connections open or opening.
+func (p *Pools) BackendCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, pool := range p.pools {
+		pool.mu.Lock()
+		n += len(pool.servers) + pool.starting
+		pool.mu.Unlock()
+	}
+	return n
+}
+
+// Pool is one pool's shared servers.
+type Pool struct {
+	parent *Pools
+	q      *queue.Pool
+	cfg    config.PoolConfig
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	servers  map[*Server]struct{}
+	starting int
+	closed   bool
+	// params is the ParameterStatus set of the last server that logged in.
+	params    map[string]string
+	preparing []func(map[string]string, error)
+}
+
+// grow starts a server when requests wait and the pool is below its cap.
+func (p *Pool) grow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.servers)+p.starting >= p.cfg.MaxSharedServers {
+		return
+	}
+	p.startLocked()
+}
+
+func (p *Pool) keepMinimum() {
+	for !p.closed && len(p.servers)+p.starting < p.cfg.SharedServers {
+		p.startLocked()
+	}
+}
+
+func (p *Pool) startLocked() {
+	p.starting++
+	p.parent.wg.Add(1)
+	go func() {
+		defer p.parent.wg.Done()
+		s, err := connect(p)
+		p.mu.Lock()
+		p.starting--
+		waiters := p.preparing
+		p.preparing = nil
+		if err != nil {
+			alone := len(p.servers) == 0 && p.starting == 0
+			p.mu.Unlock()
+			p.log.Error("could not open a backend connection", "host", p.cfg.Host, "port", p.cfg.Port, "dbname", p.cfg.DBName, "user", p.cfg.BackendUser, "err", err)
+			werr := asWireError(err)
+			for _, w := range waiters {
+				w(nil, werr)
+			}
+			if alone {
+				// Nothing will serve the queued requests: tell them why now
+				// rather than at query_wait_timeout.
+				for _, c := range p.q.Requests.Drain() {
+					c.Fail(werr)
+				}
+			}
+			return
+		}
+		if p.closed {
+			p.mu.Unlock()
+			s.conn.Close()
+			return
+		}
+		p.servers[s] = struct{}{}
+		p.params = s.loginParams
+		p.mu.Unlock()
+		p.log.Debug("backend connected", "pid", s.pid)
+		for _, w := range waiters {
+			w(s.loginParams, nil)
+		}
+		s.start()
+	}()
+}
+
+// remove forgets a dead server and replaces it if the pool needs one.
+func (p *Pool) remove(s *Server) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.servers, s)
+	if p.closed {
+		return
+	}
+	p.keepMinimum()
+	if p.q.Requests.Stats().Waiting > 0 && len(p.servers)+p.starting < p.cfg.MaxSharedServers {
+		p.startLocked()
+	}
+}
+
+func (p *Pool) closeAll() {
+	p.mu.Lock()
+	p.closed = true
+	servers := make([]*Server, 0, len(p.servers))
+	for s := range p.servers {
+		servers = append(servers, s)
+	}
+	p.mu.Unlock()
+	for _, s := range servers {
+		s.fail(errors.New("pgmts is shutting down"))
+	}
+}
+
+// Prepare implements queue.Backend.
+func (p *Pool) Prepare(done func(map[string]string, error)) {
+	p.mu.Lock()
+	if p.params != nil {
+		params := p.params
+		p.mu.Unlock()
+		done(params, nil)
+		return
+	}
+	p.preparing = append(p.preparing, done)
+	if p.starting == 0 && !p.closed {
+		p.startLocked()
+	}
+	p.mu.Unlock()
+}
+
+// Cancel implements queue.Backend: it sends PostgreSQL a CancelRequest for
+// the backend serving c, over a connection of its own.
+func (p *Pool) Cancel(c *queue.Client) {
+	t := c.CancelTarget()
+	if t == nil {
+		return
+	}
+	p.parent.wg.Add(1)
+	go func() {
+		defer p.parent.wg.Done()
+		if err := sendCancel(t, p.cfg.ServerConnectTimeout); err != nil {
+			p.log.Warn("cancel request to backend failed", "pid", t.PID, "err", err)
+		}
+	}()
+}
+
+func sendCancel(t *queue.CancelTarget, timeout time.Duration) error {
+	conn, err := net.DialTimeout(t.Network, t.Address, timeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	msg := wire.Append(nil, &pgproto3.CancelRequest{ProcessID: t.PID, SecretKey: t.Key})
+	if _, err := conn.Write(msg); err != nil {
+		return err
+	}
+	// PostgreSQL closes the connection once it has read the request.
+	var b [1]byte
+	_, _ = conn.Read(b[:])
+	return nil
+}
+
+// backendAddress returns the dial network and address of the pool's host,
+// which is either a TCP host or a unix socket directory.
+func backendAddress(cfg config.PoolConfig) (string, string) {
+	if len(cfg.Host) > 0 && cfg.Host[0] == '/' {
+		return "unix", fmt.Sprintf("%s/.s.PGSQL.%d", cfg.Host, cfg.Port)
+	}
+	return "tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
+}
