@@ -119,12 +119,6 @@ func (c *Circuit) Releasable() bool {
 	return c.Mode != Session && c.Idle()
 }
 
-// StatementViolation reports a transaction block opened in statement mode,
-// which that mode refuses.
-func (c *Circuit) StatementViolation() bool {
-	return Refuses(c.Mode, c.TxStatus)
-}
-
 // Refuses reports whether a ReadyForQuery with this transaction status
 // breaks the mode's promise (a transaction block in statement mode).
 func Refuses(mode Mode, status byte) bool {

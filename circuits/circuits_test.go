@@ -61,9 +61,9 @@ func runSteps(t *testing.T, mode circuits.Mode, steps []step) {
 				t.Fatalf("step %d: TxStatus %q, want %q", i, c.TxStatus, s.ready)
 			}
 		}
-		if c.Idle() != s.idle || c.Busy() != s.busy || c.Releasable() != s.releasable || c.StatementViolation() != s.violation {
+		if c.Idle() != s.idle || c.Busy() != s.busy || c.Releasable() != s.releasable || circuits.Refuses(c.Mode, c.TxStatus) != s.violation {
 			t.Fatalf("step %d (%q/%q): idle=%v busy=%v releasable=%v violation=%v; want %v %v %v %v",
-				i, s.send, s.ready, c.Idle(), c.Busy(), c.Releasable(), c.StatementViolation(),
+				i, s.send, s.ready, c.Idle(), c.Busy(), c.Releasable(), circuits.Refuses(c.Mode, c.TxStatus),
 				s.idle, s.busy, s.releasable, s.violation)
 		}
 	}

@@ -167,9 +167,12 @@ func (g *Group) allIdle() bool {
 // Stop closes every connection and stops the event loops.
 func (g *Group) Stop() {
 	g.shuttingDown.Store(true)
+	// gnet's Engine.Stop polls every 500 ms: stop the engines together.
+	var stopping sync.WaitGroup
 	for _, d := range g.dispatchers {
-		d.stop()
+		stopping.Go(d.stop)
 	}
+	stopping.Wait()
 	g.wg.Wait()
 }
 

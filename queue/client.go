@@ -176,21 +176,17 @@ func (c *Client) Take(server any, spare []byte) (data []byte, mine, gone bool) {
 func (c *Client) Wake() <-chan struct{} { return c.wake }
 
 // Ready records the server's ReadyForQuery and lets the server go when the
-// pool mode allows it and nothing else waits. It reports (violation,
-// released): violation is a transaction block opened in statement mode.
-func (c *Client) Ready(server any, status byte) (violation, released bool) {
+// pool mode allows it and nothing else waits; it reports whether it did.
+func (c *Client) Ready(server any, status byte) (released bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.circuit.Ready(status)
-	if c.circuit.StatementViolation() {
-		return true, false
-	}
 	if c.server == server && c.circuit.Releasable() && len(c.inbox) == 0 && !c.closed {
 		c.state = stateIdle
 		c.server = nil
-		return false, true
+		return true
 	}
-	return false, false
+	return false
 }
 
 // Release gives the client up after its server is gone or done with it.

@@ -437,7 +437,7 @@ func BenchmarkRequestQueueHandOver(b *testing.B) {
 			cl.Begin(srv)
 			data, _, _ := cl.Take(srv, spare)
 			spare = data[:0]
-			if _, released := cl.Ready(srv, 'I'); !released {
+			if released := cl.Ready(srv, 'I'); !released {
 				panic("not released")
 			}
 			done <- struct{}{}

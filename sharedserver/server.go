@@ -416,7 +416,7 @@ func (s *Server) handle(typ byte, msg []byte, out **[]byte) bool {
 		}
 		s.emit(out, msg)
 		s.flush(out)
-		_, released := owner.Ready(s, msg[5])
+		released := owner.Ready(s, msg[5])
 		if released {
 			s.resync()
 			owner.SetCancelTarget(nil)

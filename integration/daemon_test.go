@@ -1,0 +1,113 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func pgmtsCommand(args ...string) *exec.Cmd {
+	return exec.Command(filepath.Join(binDir, "pgmts"), args...)
+}
+
+func TestCommandLine(t *testing.T) {
+	needCluster(t)
+	out, err := pgmtsCommand("--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "pgmts ") {
+		t.Fatalf("--version: %v %q", err, out)
+	}
+	out, err = pgmtsCommand("--check", "-c", "../pgmts.example.toml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "is valid") {
+		t.Fatalf("--check on the sample config: %v %q", err, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(bad, []byte("[pool]\npool_mode = \"session\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = pgmtsCommand("--check", "-c", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "pool.pool_mode") {
+		t.Fatalf("--check on an unknown key: %v %q", err, out)
+	}
+	out, err = pgmtsCommand("-c", filepath.Join(t.TempDir(), "missing.toml")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "missing.toml") {
+		t.Fatalf("missing config: %v %q", err, out)
+	}
+}
+
+// TestSIGTERMLetsTransactionsFinish: after SIGTERM, new clients are
+// refused, a client inside a transaction finishes it, and then pgmts exits.
+func TestSIGTERMLetsTransactionsFinish(t *testing.T) {
+	d := startDaemon(t)
+	dsn := "host=127.0.0.1 port=" + strconv.Itoa(d.port) + " user=" + benchUser + " password=" + benchPass + " dbname=bench sslmode=disable default_query_exec_mode=simple_protocol"
+	inTx, err := pgx.Connect(ctx10(t), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inTx.Close(context.Background())
+	tx, err := inTx.Begin(ctx10(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := pgx.Connect(ctx10(t), dsn); err == nil {
+		t.Fatal("a new client was accepted after SIGTERM")
+	} else if sqlState(err) != "57P03" {
+		t.Fatalf("new client after SIGTERM: %v, want SQLSTATE 57P03", err)
+	}
+	var n int
+	if err := tx.QueryRow(ctx10(t), "SELECT 41 + 1").Scan(&n); err != nil || n != 42 {
+		t.Fatalf("query inside the open transaction after SIGTERM: %d, %v", n, err)
+	}
+	if d.exited() {
+		t.Fatal("pgmts exited with a transaction open")
+	}
+	if err := tx.Commit(ctx10(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+		if d.err != nil {
+			t.Fatalf("pgmts exited with %v", d.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("pgmts did not exit after the last transaction ended")
+	}
+}
+
+// TestSIGINTIsFast: SIGINT closes everything at once, open transaction or not.
+func TestSIGINTIsFast(t *testing.T) {
+	d := startDaemon(t)
+	dsn := "host=127.0.0.1 port=" + strconv.Itoa(d.port) + " user=" + benchUser + " password=" + benchPass + " dbname=bench sslmode=disable"
+	c, err := pgx.Connect(ctx10(t), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(ctx10(t), "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := d.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+		if d.err != nil {
+			t.Fatalf("pgmts exited with %v", d.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pgmts did not exit within 5s of SIGINT")
+	}
+	t.Logf("SIGINT to exit: %v", time.Since(start))
+}
