@@ -186,25 +186,7 @@ func startDaemon(t *testing.T) *daemon {
 	t.Helper()
 	needCluster(t)
 	port := freePort(t)
-	toml := fmt.Sprintf(`
-[pgmts]
-listen = "127.0.0.1:%d"
-dispatchers = 2
-auth_type = "scram-sha-256"
-metrics_listen = ""
-log_level = "warn"
-
-[pool]
-mode = "transaction"
-max_shared_servers = 10
-
-[databases.bench]
-host = "127.0.0.1"
-port = %d
-
-[users.%s]
-password = %q
-`, port, cluster.Port, benchUser, benchPass)
+	toml := configTOML(port)
 	path := filepath.Join(t.TempDir(), "pgmts.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
@@ -352,13 +334,7 @@ func TestBigSelectSlowReader(t *testing.T) {
 	if _, err := pc.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
 		t.Fatal(err)
 	}
-	if err := pc.SyncConn(ctx10(t)); err != nil {
-		t.Fatal(err)
-	}
-	hj, err := pc.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
+	hj := hijack(t, pc)
 	conn := hj.Conn
 	defer conn.Close()
 

@@ -532,13 +532,7 @@ func splitMessageStalls(t *testing.T, p *pgmts) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pc.SyncConn(ctx10(t)); err != nil {
-		t.Fatal(err)
-	}
-	hj, err := pc.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
+	hj := hijack(t, pc)
 	c := hj.Conn
 	defer c.Close()
 	q, _ := (&pgproto3.Query{String: "SELECT 'split'"}).Encode(nil)
@@ -604,13 +598,7 @@ func TestErrClientGoneMidQuery(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := pc.SyncConn(ctx10(t)); err != nil {
-			t.Fatal(err)
-		}
-		hj, err := pc.Hijack()
-		if err != nil {
-			t.Fatal(err)
-		}
+		hj := hijack(t, pc)
 		q, _ := (&pgproto3.Query{String: sql}).Encode(nil)
 		if _, err := hj.Conn.Write(q); err != nil {
 			t.Fatal(err)

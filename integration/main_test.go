@@ -163,10 +163,10 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// baseConfig is a pgmts config in front of the test cluster: databases
-// "bench" and "postgres", users bench and app with their passwords.
-func baseConfig(t testing.TB) *config.Config {
-	toml := fmt.Sprintf(`
+// configTOML is a pgmts config in front of the test cluster, listening on
+// port: databases "bench" and "postgres", users bench and app.
+func configTOML(port int) string {
+	return fmt.Sprintf(`
 [pgmts]
 listen = "127.0.0.1:%d"
 dispatchers = 2
@@ -191,8 +191,12 @@ password = %q
 
 [users.%s]
 password = %q
-`, freePort(t), cluster.Port, cluster.Port, benchUser, benchPass, appUser, appPass)
-	cfg, err := config.Parse([]byte(toml))
+`, port, cluster.Port, cluster.Port, benchUser, benchPass, appUser, appPass)
+}
+
+// baseConfig is configTOML parsed, on a free port.
+func baseConfig(t testing.TB) *config.Config {
+	cfg, err := config.Parse([]byte(configTOML(freePort(t))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,4 +285,19 @@ func queryString(t testing.TB, c *pgx.Conn, sql string, args ...any) string {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return s
+}
+
+// hijack takes over the socket of a logged-in pgconn connection, for tests
+// that speak the protocol by hand.
+func hijack(t testing.TB, pc *pgconn.PgConn) *pgconn.HijackedConn {
+	t.Helper()
+	// pgconn may have a background read in flight; SyncConn ends it.
+	if err := pc.SyncConn(ctx10(t)); err != nil {
+		t.Fatal(err)
+	}
+	hj, err := pc.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hj
 }

@@ -203,13 +203,7 @@ func TestClientVanishesMidTransaction(t *testing.T) {
 					t.Fatalf("%s: %v", sql, err)
 				}
 			}
-			if err := pc.SyncConn(ctx10(t)); err != nil {
-				t.Fatal(err)
-			}
-			hj, err := pc.Hijack()
-			if err != nil {
-				t.Fatal(err)
-			}
+			hj := hijack(t, pc)
 			hj.Conn.Close() // no Terminate: the client just vanishes
 
 			next := p.connect(t, "default_query_exec_mode=simple_protocol")
@@ -404,13 +398,7 @@ func TestExtendedProtocolFlushAndPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pc.SyncConn(ctx10(t)); err != nil {
-		t.Fatal(err)
-	}
-	hj, err := pc.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
+	hj := hijack(t, pc)
 	defer hj.Conn.Close()
 	fe := pgproto3.NewFrontend(hj.Conn, hj.Conn)
 	_ = hj.Conn.SetDeadline(time.Now().Add(10 * time.Second))

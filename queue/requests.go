@@ -37,11 +37,7 @@ type Stats struct {
 func (q *RequestQueue) enqueue(c *Client) {
 	q.mu.Lock()
 	q.totalQueued++
-	if n := len(q.waiters); n > 0 {
-		w := q.waiters[n-1]
-		q.waiters = q.waiters[:n-1]
-		q.mu.Unlock()
-		w <- c
+	if q.handOff(c) {
 		return
 	}
 	q.items = append(q.items, entry{c, time.Now()})
@@ -49,6 +45,20 @@ func (q *RequestQueue) enqueue(c *Client) {
 	if q.OnWait != nil {
 		q.OnWait()
 	}
+}
+
+// handOff gives c straight to a parked server, if one waits. Called with
+// q.mu held; it releases the lock when it hands c over (true).
+func (q *RequestQueue) handOff(c *Client) bool {
+	n := len(q.waiters)
+	if n == 0 {
+		return false
+	}
+	w := q.waiters[n-1]
+	q.waiters = q.waiters[:n-1]
+	q.mu.Unlock()
+	w <- c
+	return true
 }
 
 // Take returns the next waiting client, parking until one comes or stop
@@ -99,11 +109,7 @@ func (q *RequestQueue) pop() *Client {
 
 func (q *RequestQueue) pushFront(c *Client) {
 	q.mu.Lock()
-	if n := len(q.waiters); n > 0 {
-		w := q.waiters[n-1]
-		q.waiters = q.waiters[:n-1]
-		q.mu.Unlock()
-		w <- c
+	if q.handOff(c) {
 		return
 	}
 	e := entry{c, time.Now()}
