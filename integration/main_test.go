@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/config"
 	"github.com/pgmts/pgmts/dispatcher"
 	"github.com/pgmts/pgmts/pgtest"
@@ -43,10 +44,15 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	users := []pgtest.User{{Name: benchUser, Password: benchPass}, {Name: appUser, Password: appPass}}
+	for _, u := range backendAuthUsers {
+		users = append(users, pgtest.User{Name: u.name, Password: u.password})
+	}
 	cluster, clusterErr = pgtest.Start(pgtest.Options{
-		Users:     []pgtest.User{{Name: benchUser, Password: benchPass}, {Name: appUser, Password: appPass}},
+		Users:     users,
 		Databases: []string{"bench"},
 		Conf:      map[string]string{"max_connections": "300"},
+		HBA:       clusterHBA,
 	})
 	code := 1
 	if clusterErr == nil {
@@ -58,7 +64,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// clusterHBA makes PostgreSQL ask pgmts's backend logins for each method
+// pgmts must speak: one user per method, SCRAM for everyone else.
+var clusterHBA = func() string {
+	hba := "local all all trust\n"
+	for _, u := range backendAuthUsers {
+		hba += "host all " + u.name + " 127.0.0.1/32 " + u.method + "\n"
+	}
+	return hba + "host all all 127.0.0.1/32 scram-sha-256\n"
+}()
+
+var backendAuthUsers = []struct{ name, password, method string }{
+	{"be_trust", "", "trust"},
+	{"be_password", "pw-cleartext", "password"},
+	{"be_md5", "pw-md5", "md5"},
+	{"be_scram", "pw-scram", "scram-sha-256"},
+}
+
 func setupAndRun(m *testing.M) int {
+	// md5 logins need an md5-stored password (PostgreSQL upgrades md5 to
+	// SCRAM for a SCRAM-stored one).
+	if err := cluster.Exec("ALTER ROLE be_md5 PASSWORD '" + auth.MD5Password("be_md5", "pw-md5") + "'"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if err := pgbenchInit(); err != nil {
 		fmt.Fprintln(os.Stderr, "pgbench -i:", err)
 		return 1
