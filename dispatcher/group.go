@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -121,7 +122,7 @@ func (g *Group) Start() error {
 // unixSocketPath is where psql looks: DIR/.s.PGSQL.PORT, with the port of
 // the TCP listener. A stale socket file from a crashed run is removed.
 func (g *Group) unixSocketPath() (string, error) {
-	_, port, err := splitPort(g.cfg.Pgmts.Listen)
+	_, port, err := net.SplitHostPort(g.cfg.Pgmts.Listen)
 	if err != nil {
 		return "", err
 	}
@@ -212,15 +213,6 @@ func (g *Group) lookup(pid uint32) *clientConn {
 }
 
 var errBoot = errors.New("dispatcher did not start")
-
-func splitPort(hostport string) (string, string, error) {
-	for i := len(hostport) - 1; i >= 0; i-- {
-		if hostport[i] == ':' {
-			return hostport[:i], hostport[i+1:], nil
-		}
-	}
-	return "", "", fmt.Errorf("listen %q has no port", hostport)
-}
 
 // gnetLogger routes gnet's own logging into slog.
 type gnetLogger struct{ log *slog.Logger }

@@ -285,10 +285,12 @@ func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Acti
 		circuit.SetReported(name, value)
 		out = wire.Append(out, &pgproto3.ParameterStatus{Name: name, Value: value})
 	}
+	// The client exists before it is registered: other goroutines reach
+	// it through the registry (cancel requests, shutdown).
+	cc.client = queue.NewClient(cc.d.g.nextID.Add(1), l.pool, cc.d.responses, cc.gc, circuit)
 	cc.d.g.register(cc)
 	out = wire.Append(out, &pgproto3.BackendKeyData{ProcessID: cc.pid, SecretKey: cc.key[:]})
 	out = wire.Append(out, &pgproto3.ReadyForQuery{TxStatus: 'I'})
-	cc.client = queue.NewClient(cc.d.g.nextID.Add(1), l.pool, cc.d.responses, cc.gc, circuit)
 	_, _ = cc.gc.Write(out)
 	cc.d.log.Debug("client logged in", "client", cc.client.ID, "database", l.database, "user", l.user, "addr", cc.gc.RemoteAddr())
 	cc.login = nil

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -434,9 +435,8 @@ func (s *Server) handle(typ byte, msg []byte, out **[]byte) bool {
 		if !internal {
 			// The client changed a reported setting: it is now part of
 			// what this backend carries for it.
-			lname := lower(name)
 			s.mu.Lock()
-			s.settings[lname] = value
+			s.settings[strings.ToLower(name)] = value
 			s.mu.Unlock()
 		}
 		if send {
@@ -478,16 +478,6 @@ func signalRelease(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
-}
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // emit appends reply bytes for the owner, pushing full chunks.
