@@ -48,6 +48,7 @@ func run() int {
 	}
 	log := newLogger(cfg)
 	slog.SetDefault(log)
+	checkFileLimit(cfg, log)
 
 	pools := sharedserver.NewPools(cfg, log)
 	group, err := dispatcher.New(cfg, pools, log)
@@ -130,4 +131,34 @@ func serveMetrics(cfg *config.Config, group *dispatcher.Group, pools *sharedserv
 		}
 	}()
 	return srv, nil
+}
+
+// checkFileLimit warns when the open-file limit cannot hold max_client_conn
+// clients plus their backends: past it, accepts fail and clients see
+// connection errors. (Go already raised the soft limit to the hard one.)
+func checkFileLimit(cfg *config.Config, log *slog.Logger) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	need := fileBudget(cfg)
+	if lim.Cur < need {
+		log.Warn("the open-file limit is too low for max_client_conn; raise it (ulimit -n, or LimitNOFILE= in a systemd unit) or lower max_client_conn",
+			"limit", lim.Cur, "needed", need, "max_client_conn", cfg.Pgmts.MaxClientConn)
+	}
+}
+
+// fileBudget is the descriptors pgmts may need: one per client, one per
+// backend of every configured pool, and a margin for listeners, cancel
+// connections and the runtime.
+func fileBudget(cfg *config.Config) uint64 {
+	n := uint64(cfg.Pgmts.MaxClientConn) + 64
+	for _, db := range cfg.Databases {
+		max := cfg.Pool.MaxSharedServers
+		if db.MaxSharedServers != nil {
+			max = *db.MaxSharedServers
+		}
+		n += uint64(max)
+	}
+	return n
 }
