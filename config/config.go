@@ -42,6 +42,9 @@ type Global struct {
 	LogFormat       string        `toml:"log_format"`     // text | json
 	MaxPacketSize   int           `toml:"max_packet_size"`
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"` // how long running transactions may finish after SIGTERM
+	// ClientLoginTimeout drops a client that has not finished startup and
+	// authentication in time; 0 = no limit.
+	ClientLoginTimeout time.Duration `toml:"client_login_timeout"`
 }
 
 // PoolSettings is the [pool] section: defaults for every pool.
@@ -76,16 +79,17 @@ type User struct {
 func Default() Config {
 	return Config{
 		Pgmts: Global{
-			Listen:          "127.0.0.1:6432",
-			UnixSocketMode:  "0777",
-			MaxClientConn:   10000,
-			AuthType:        "scram-sha-256",
-			AdminUsers:      []string{"pgmts"},
-			MetricsListen:   "127.0.0.1:9127",
-			LogLevel:        "info",
-			LogFormat:       "text",
-			MaxPacketSize:   256 << 20,
-			ShutdownTimeout: 30 * time.Second,
+			Listen:             "127.0.0.1:6432",
+			UnixSocketMode:     "0777",
+			MaxClientConn:      10000,
+			AuthType:           "scram-sha-256",
+			AdminUsers:         []string{"pgmts"},
+			MetricsListen:      "127.0.0.1:9127",
+			LogLevel:           "info",
+			LogFormat:          "text",
+			MaxPacketSize:      256 << 20,
+			ShutdownTimeout:    30 * time.Second,
+			ClientLoginTimeout: 60 * time.Second,
 		},
 		Pool: PoolSettings{
 			Mode:                 "transaction",
@@ -284,6 +288,9 @@ func (c *Config) validate() error {
 	}
 	if g.ShutdownTimeout < 0 {
 		return fmt.Errorf("pgmts.shutdown_timeout: %s is negative", g.ShutdownTimeout)
+	}
+	if g.ClientLoginTimeout < 0 {
+		return fmt.Errorf("pgmts.client_login_timeout: %s is negative", g.ClientLoginTimeout)
 	}
 
 	p := &c.Pool

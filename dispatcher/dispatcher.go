@@ -28,12 +28,18 @@ type Dispatcher struct {
 	// loop is set at the first connection; producers only exist after one.
 	loop  atomic.Pointer[gnet.EventLoop]
 	drain gnet.RunnableFunc
+	// logins holds the connections still in startup or authentication,
+	// with their client_login_timeout deadline (loop-owned).
+	logins       map[*clientConn]time.Time
+	expireLogins gnet.RunnableFunc
 }
 
 func (g *Group) newDispatcher(id int) *Dispatcher {
 	d := &Dispatcher{id: id, g: g, log: g.log.With("dispatcher", id), booted: make(chan struct{}), done: make(chan error, 1)}
 	d.responses = queue.NewResponseQueue(d.wake)
 	d.drain = func(context.Context) error { d.drainResponses(); return nil }
+	d.logins = map[*clientConn]time.Time{}
+	d.expireLogins = func(context.Context) error { d.dropSlowLogins(); return nil }
 	return d
 }
 
@@ -48,6 +54,7 @@ func (d *Dispatcher) start(addrs []string, reusePort bool) error {
 			gnet.WithReusePort(reusePort),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(gnetLogger{d.log}),
+			gnet.WithTicker(d.g.cfg.Pgmts.ClientLoginTimeout > 0),
 		)
 	}()
 	select {
@@ -97,8 +104,39 @@ func (d *Dispatcher) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		d.log.Warn("client refused: max_client_conn reached", "max_client_conn", d.g.cfg.Pgmts.MaxClientConn, "addr", c.RemoteAddr())
 		return wire.Fatal("53300", "no more connections allowed (max_client_conn = %d)", d.g.cfg.Pgmts.MaxClientConn).Encode(nil), gnet.Close
 	}
-	c.SetContext(&clientConn{d: d, gc: c, need: 4})
+	cc := &clientConn{d: d, gc: c, need: 4}
+	c.SetContext(cc)
+	if t := d.g.cfg.Pgmts.ClientLoginTimeout; t > 0 {
+		d.logins[cc] = time.Now().Add(t)
+	}
 	return nil, gnet.None
+}
+
+// OnTick implements gnet.EventHandler. It does not run on the loop, so it
+// only asks the loop to drop the logins that took too long.
+func (d *Dispatcher) OnTick() (time.Duration, gnet.Action) {
+	if l := d.loop.Load(); l != nil {
+		_ = (*l).Execute(context.Background(), d.expireLogins)
+	}
+	return min(time.Second, d.g.cfg.Pgmts.ClientLoginTimeout/4), gnet.None
+}
+
+// dropSlowLogins closes the clients past client_login_timeout (on the loop).
+func (d *Dispatcher) dropSlowLogins() {
+	now := time.Now()
+	for cc, deadline := range d.logins {
+		if now.Before(deadline) {
+			continue
+		}
+		delete(d.logins, cc)
+		if cc.closed {
+			continue
+		}
+		d.log.Warn("client dropped: login not finished within client_login_timeout", "addr", cc.gc.RemoteAddr(), "client_login_timeout", d.g.cfg.Pgmts.ClientLoginTimeout)
+		cc.closed = true
+		_, _ = cc.gc.Write(wire.Fatal("08P01", "client_login_timeout (%s) expired before the login finished", d.g.cfg.Pgmts.ClientLoginTimeout).Encode(nil))
+		_ = cc.gc.Close()
+	}
 }
 
 // OnClose implements gnet.EventHandler.
@@ -109,6 +147,7 @@ func (d *Dispatcher) OnClose(c gnet.Conn, _ error) gnet.Action {
 	}
 	d.g.clients.Add(-1)
 	cc.closed = true
+	delete(d.logins, cc)
 	d.g.unregister(cc)
 	if cc.client != nil {
 		cc.client.Close()

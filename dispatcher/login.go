@@ -294,6 +294,7 @@ func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Acti
 	_, _ = cc.gc.Write(out)
 	cc.d.log.Debug("client logged in", "client", cc.client.ID, "database", l.database, "user", l.user, "addr", cc.gc.RemoteAddr())
 	cc.login = nil
+	delete(cc.d.logins, cc)
 	cc.phase = phaseReady
 	cc.need = 5
 	return gnet.None
