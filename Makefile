@@ -34,10 +34,11 @@ lint: staticcheck
 staticcheck:
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-# Short fuzz runs of the framing and startup parsing (FUZZTIME each).
+# Short fuzz runs of the framing, startup and hba parsing (FUZZTIME each).
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseStartup$$' -fuzztime=$(FUZZTIME) ./wire/
 	$(GO) test -run='^$$' -fuzz='^FuzzFraming$$' -fuzztime=$(FUZZTIME) ./wire/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./hba/
 
 # Micro-benchmarks of the hot path, then pgbench through pgmts and directly.
 bench: build

@@ -127,3 +127,18 @@ func md5hex(s string) string {
 	sum := md5.Sum([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
+
+// CheckPlain checks a cleartext password (auth_type "plain") against the
+// stored secret in any of its forms.
+func (s Secret) CheckPlain(user, password string) bool {
+	switch s.kind {
+	case KindPlain:
+		return subtle.ConstantTimeCompare([]byte(s.plain), []byte(password)) == 1
+	case KindMD5:
+		return subtle.ConstantTimeCompare([]byte(s.md5), []byte(MD5Password(user, password))) == 1
+	case KindSCRAM:
+		creds, err := deriveCredentials(password, []byte(s.scram.Salt), s.scram.Iters)
+		return err == nil && subtle.ConstantTimeCompare(creds.StoredKey, s.scram.StoredKey) == 1
+	}
+	return false
+}

@@ -299,3 +299,22 @@ func TestMalformedVerifiers(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckPlain(t *testing.T) {
+	for _, stored := range []string{"s3cret", MD5Password("alice", "s3cret"), SCRAMVerifier("s3cret", []byte("0123456789abcdef"), 4096)} {
+		s, err := ParseSecret(stored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !s.CheckPlain("alice", "s3cret") {
+			t.Errorf("%.20s: right password refused", stored)
+		}
+		if s.CheckPlain("alice", "wrong") {
+			t.Errorf("%.20s: wrong password accepted", stored)
+		}
+	}
+	var none Secret
+	if none.CheckPlain("alice", "") {
+		t.Error("no secret accepted a password")
+	}
+}

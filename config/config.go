@@ -18,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/pgmts/pgmts/auth"
+	"github.com/pgmts/pgmts/hba"
 )
 
 // Config is the whole configuration file.
@@ -26,6 +27,8 @@ type Config struct {
 	Pool      PoolSettings        `toml:"pool"`
 	Databases map[string]Database `toml:"databases"` // "*" is the fallback for any database name
 	Users     map[string]User     `toml:"users"`
+
+	hbaRules []hba.Rule // auth_hba_file, read at load
 }
 
 // Global is the [pgmts] section.
@@ -35,7 +38,9 @@ type Global struct {
 	UnixSocketMode  string        `toml:"unix_socket_mode"` // octal, e.g. "0777"
 	Dispatchers     int           `toml:"dispatchers"`      // 0 = one per CPU
 	MaxClientConn   int           `toml:"max_client_conn"`
-	AuthType        string        `toml:"auth_type"` // trust | md5 | scram-sha-256
+	AuthType        string        `toml:"auth_type"`     // trust | plain | md5 | scram-sha-256 | hba
+	AuthFile        string        `toml:"auth_file"`     // PgBouncer userlist.txt format; "" = none
+	AuthHBAFile     string        `toml:"auth_hba_file"` // pg_hba.conf format, for auth_type "hba"
 	AdminUsers      []string      `toml:"admin_users"`
 	MetricsListen   string        `toml:"metrics_listen"` // "" disables metrics
 	LogLevel        string        `toml:"log_level"`      // debug | info | warn | error
@@ -106,7 +111,7 @@ func Default() Config {
 var defaultDatabase = Database{Host: "127.0.0.1", Port: 5432}
 
 var (
-	authTypes  = []string{"trust", "md5", "scram-sha-256"}
+	authTypes  = []string{"trust", "plain", "md5", "scram-sha-256", "hba"}
 	poolModes  = []string{"session", "transaction", "statement"}
 	logLevels  = []string{"debug", "info", "warn", "error"}
 	logFormats = []string{"text", "json"}
@@ -119,6 +124,9 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	cfg, err := parse(data)
+	if err == nil {
+		err = cfg.loadFiles(filepath.Dir(path))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %s: %w", path, err)
 	}
@@ -129,6 +137,9 @@ func Load(path string) (*Config, error) {
 // validated.
 func Parse(data []byte) (*Config, error) {
 	cfg, err := parse(data)
+	if err == nil {
+		err = cfg.loadFiles(".")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -265,6 +276,9 @@ func (c *Config) validate() error {
 	}
 	if g.MaxClientConn < 1 {
 		return fmt.Errorf("pgmts.max_client_conn: %d is below 1", g.MaxClientConn)
+	}
+	if g.AuthType == "hba" && g.AuthHBAFile == "" {
+		return fmt.Errorf(`pgmts.auth_hba_file: required with auth_type = "hba"`)
 	}
 	if err := checkOneOf("pgmts.auth_type", g.AuthType, authTypes); err != nil {
 		return err

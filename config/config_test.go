@@ -213,7 +213,7 @@ func TestErrors(t *testing.T) {
 		{`pgmts.dispatchers = -1`, `config: pgmts.dispatchers: -1 is not between 0 and 256`},
 		{`pgmts.dispatchers = "4"`, `config: pgmts.dispatchers: must be an integer`},
 		{`pgmts.max_client_conn = 0`, `config: pgmts.max_client_conn: 0 is below 1`},
-		{`pgmts.auth_type = "foo"`, `config: pgmts.auth_type: "foo" is not one of trust, md5, scram-sha-256`},
+		{`pgmts.auth_type = "foo"`, `config: pgmts.auth_type: "foo" is not one of trust, plain, md5, scram-sha-256, hba`},
 		{`pgmts.admin_users = "admin"`, `config: pgmts.admin_users: must be an array of strings`},
 		{`pgmts.admin_users = ["admin", 1]`, `config: pgmts.admin_users: must be an array of strings`},
 		{`pgmts.admin_users = [""]`, `config: pgmts.admin_users: "" is not a user name`},

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/circuits"
+	"github.com/pgmts/pgmts/hba"
 	"github.com/pgmts/pgmts/queue"
 	"github.com/pgmts/pgmts/wire"
 )
@@ -134,13 +136,17 @@ func (cc *clientConn) begin(st *wire.Startup) gnet.Action {
 	if !l.known || l.secret.Kind() == auth.KindNone {
 		l.secret, l.known = cc.d.g.decoy, false
 	}
-	l.method = cc.d.g.cfg.Pgmts.AuthType
-	if l.method == "md5" && l.secret.Kind() == auth.KindSCRAM {
-		l.method = "scram-sha-256" // as PostgreSQL upgrades md5 to SCRAM
+	method, werr := cc.authMethod()
+	if werr != nil {
+		cc.d.log.Warn("client refused by auth_hba_file", "user", l.user, "database", l.database, "addr", cc.gc.RemoteAddr(), "reason", werr.Message)
+		return cc.fatal(werr)
 	}
+	l.method = method
 	switch l.method {
 	case "trust":
 		return cc.authenticated()
+	case "plain":
+		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationCleartextPassword{}))
 	case "md5":
 		_, _ = rand.Read(l.salt[:])
 		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationMD5Password{Salt: l.salt}))
@@ -157,6 +163,38 @@ func (cc *clientConn) begin(st *wire.Startup) gnet.Action {
 	cc.phase = phaseAuth
 	cc.need = 5
 	return gnet.None
+}
+
+// authMethod is how this client must authenticate: auth_type, or with
+// auth_type = "hba" the method of the first auth_hba_file rule that
+// matches, as PostgreSQL reads pg_hba.conf.
+func (cc *clientConn) authMethod() (string, *wire.Error) {
+	l := cc.login
+	method := cc.d.g.cfg.Pgmts.AuthType
+	if method == "hba" {
+		conn := hba.Conn{Database: l.database, User: l.user, Local: true}
+		host := "[local]"
+		if a, ok := cc.gc.RemoteAddr().(*net.TCPAddr); ok {
+			conn.Local, conn.Addr, host = false, a.IP, a.IP.String()
+		}
+		rule, ok := hba.Match(cc.d.g.cfg.HBA(), conn)
+		switch {
+		case !ok:
+			return "", wire.Fatal("28000", "no pg_hba.conf entry for host %q, user %q, database %q, no encryption", host, l.user, l.database)
+		case rule.Method == "reject":
+			return "", wire.Fatal("28000", "pg_hba.conf rejects connection for host %q, user %q, database %q, no encryption", host, l.user, l.database)
+		case rule.Method == "cert":
+			return "", wire.Fatal("28000", "certificate authentication for user %q needs a TLS connection, which pgmts does not offer yet (auth_hba_file line %d)", l.user, rule.Line)
+		case rule.Method == "password":
+			method = "plain"
+		default:
+			method = rule.Method
+		}
+	}
+	if method == "md5" && l.secret.Kind() == auth.KindSCRAM {
+		method = "scram-sha-256" // as PostgreSQL upgrades md5 to SCRAM
+	}
+	return method, nil
 }
 
 // authMessage handles a PasswordMessage / SASL response.
@@ -179,6 +217,12 @@ func (cc *clientConn) authMessage(buf []byte) (int, gnet.Action) {
 	body := buf[5:size]
 	l := cc.login
 	switch {
+	case l.method == "plain":
+		var pm pgproto3.PasswordMessage
+		if pm.Decode(body) != nil || !l.known || !l.secret.CheckPlain(l.user, pm.Password) {
+			return size, cc.authFailed()
+		}
+		return size, cc.authenticated()
 	case l.method == "md5":
 		var pm pgproto3.PasswordMessage
 		if pm.Decode(body) != nil || !l.known || !l.secret.CheckMD5(l.user, l.salt, pm.Password) {
