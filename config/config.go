@@ -50,6 +50,12 @@ type Global struct {
 	// ClientLoginTimeout drops a client that has not finished startup and
 	// authentication in time; 0 = no limit.
 	ClientLoginTimeout time.Duration `toml:"client_login_timeout"`
+	// TLS to PostgreSQL, as libpq's sslmode: disable | prefer | require |
+	// verify-ca | verify-full.
+	ServerTLSMode     string `toml:"server_tls_mode"`
+	ServerTLSCAFile   string `toml:"server_tls_ca_file"`   // needed by verify-ca / verify-full
+	ServerTLSCertFile string `toml:"server_tls_cert_file"` // optional client certificate
+	ServerTLSKeyFile  string `toml:"server_tls_key_file"`
 }
 
 // PoolSettings is the [pool] section: defaults for every pool.
@@ -95,6 +101,7 @@ func Default() Config {
 			MaxPacketSize:      256 << 20,
 			ShutdownTimeout:    30 * time.Second,
 			ClientLoginTimeout: 60 * time.Second,
+			ServerTLSMode:      "prefer",
 		},
 		Pool: PoolSettings{
 			Mode:                 "transaction",
@@ -111,10 +118,12 @@ func Default() Config {
 var defaultDatabase = Database{Host: "127.0.0.1", Port: 5432}
 
 var (
-	authTypes  = []string{"trust", "plain", "md5", "scram-sha-256", "hba"}
-	poolModes  = []string{"session", "transaction", "statement"}
-	logLevels  = []string{"debug", "info", "warn", "error"}
-	logFormats = []string{"text", "json"}
+	authTypes = []string{"trust", "plain", "md5", "scram-sha-256", "hba"}
+
+	serverTLSModes = []string{"disable", "prefer", "require", "verify-ca", "verify-full"}
+	poolModes      = []string{"session", "transaction", "statement"}
+	logLevels      = []string{"debug", "info", "warn", "error"}
+	logFormats     = []string{"text", "json"}
 )
 
 // Load reads and parses the configuration file at path.
@@ -305,6 +314,15 @@ func (c *Config) validate() error {
 	}
 	if g.ClientLoginTimeout < 0 {
 		return fmt.Errorf("pgmts.client_login_timeout: %s is negative", g.ClientLoginTimeout)
+	}
+	if err := checkOneOf("pgmts.server_tls_mode", g.ServerTLSMode, serverTLSModes); err != nil {
+		return err
+	}
+	if (g.ServerTLSMode == "verify-ca" || g.ServerTLSMode == "verify-full") && g.ServerTLSCAFile == "" {
+		return fmt.Errorf("pgmts.server_tls_ca_file: required with server_tls_mode = %q, to verify the server's certificate", g.ServerTLSMode)
+	}
+	if (g.ServerTLSCertFile == "") != (g.ServerTLSKeyFile == "") {
+		return fmt.Errorf("pgmts.server_tls_cert_file and pgmts.server_tls_key_file: set both or neither")
 	}
 
 	p := &c.Pool

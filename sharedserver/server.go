@@ -63,16 +63,21 @@ type Server struct {
 }
 
 func connect(p *Pool) (*Server, error) {
-	cfg, err := pgconn.ParseConfigWithOptions("", pgconn.ParseConfigOptions{})
+	// Host, port and TLS go through the connection string so that pgconn
+	// builds its TLS config (and prefer's plaintext fallback) as libpq would.
+	g := p.parent.cfg.Pgmts
+	conn := fmt.Sprintf("host=%s port=%d sslmode=%s", connValue(p.cfg.Host), p.cfg.Port, g.ServerTLSMode)
+	for key, file := range map[string]string{"sslrootcert": g.ServerTLSCAFile, "sslcert": g.ServerTLSCertFile, "sslkey": g.ServerTLSKeyFile} {
+		if file != "" {
+			conn += " " + key + "=" + connValue(file)
+		}
+	}
+	cfg, err := pgconn.ParseConfigWithOptions(conn, pgconn.ParseConfigOptions{})
 	if err != nil {
 		return nil, err
 	}
-	// Everything comes from pgmts's config, nothing from PG* variables.
 	network, address := backendAddress(p.cfg)
-	cfg.Host, cfg.Port = p.cfg.Host, uint16(p.cfg.Port)
 	cfg.Database, cfg.User, cfg.Password = p.cfg.DBName, p.cfg.BackendUser, p.cfg.BackendPassword
-	cfg.TLSConfig = nil
-	cfg.Fallbacks = nil
 	cfg.ConnectTimeout = p.cfg.ServerConnectTimeout
 	cfg.RuntimeParams = map[string]string{}
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ServerConnectTimeout)
@@ -104,6 +109,11 @@ func connect(p *Pool) (*Server, error) {
 		settings: map[string]string{}, statements: map[string]string{},
 	}
 	return s, nil
+}
+
+// connValue quotes a value for a libpq-style connection string.
+func connValue(v string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 }
 
 // asWireError turns a backend login failure into what the client is sent.

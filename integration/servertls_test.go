@@ -1,0 +1,158 @@
+package integration
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/pgtest"
+)
+
+// testCA makes a CA and a server certificate for 127.0.0.1, written as PEM
+// files into dir: ca.crt, server.crt, server.key.
+func testCA(t *testing.T, dir string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pgmts test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, block := range map[string]*pem.Block{
+		"ca.crt":     {Type: "CERTIFICATE", Bytes: caDER},
+		"server.crt": {Type: "CERTIFICATE", Bytes: srvDER},
+		"server.key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// giveToPostgres hands dir and its files to the postgres OS user when we
+// run as root, since PostgreSQL must read its key (and refuses a key that
+// others can read).
+func giveToPostgres(t *testing.T, dir string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if err := os.Chown(filepath.Join(dir, e.Name()), uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServerTLS: pgmts logs in to a PostgreSQL that only accepts TLS for a
+// user, with require and verify-full, and fails with disable.
+func TestServerTLS(t *testing.T) {
+	needCluster(t)
+	dir, err := os.MkdirTemp("", "pgmts-tls-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	testCA(t, dir)
+	giveToPostgres(t, dir)
+	tlsCluster, err := pgtest.Start(pgtest.Options{
+		Users:     []pgtest.User{{Name: "tlsonly", Password: "tls-pw"}},
+		Databases: []string{"tlsdb"},
+		Conf: map[string]string{
+			"ssl":           "on",
+			"ssl_cert_file": "'" + filepath.Join(dir, "server.crt") + "'",
+			"ssl_key_file":  "'" + filepath.Join(dir, "server.key") + "'",
+		},
+		HBA: "local all all trust\nhostssl all tlsonly 127.0.0.1/32 scram-sha-256\nhostnossl all tlsonly 127.0.0.1/32 reject\n",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tlsCluster.Stop() })
+
+	otherCA := t.TempDir()
+	testCA(t, otherCA)
+	for _, tc := range []struct {
+		mode, ca string
+		refusal  string // "" when the login must work
+	}{
+		{"disable", "", "no encryption"},
+		{"prefer", "", ""},
+		{"require", "", ""},
+		{"verify-full", filepath.Join(dir, "ca.crt"), ""},
+		{"verify-ca", filepath.Join(otherCA, "ca.crt"), "certificate"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			p := startPgmts(t, func(c *config.Config) {
+				c.Pgmts.ServerTLSMode = tc.mode
+				c.Pgmts.ServerTLSCAFile = tc.ca
+				c.Users["tlsonly"] = config.User{Password: "tls-pw"}
+				c.Databases["tlsdb"] = config.Database{Host: "127.0.0.1", Port: tlsCluster.Port}
+			})
+			conn, err := pgx.Connect(ctx10(t), p.dsn("tlsonly", "tls-pw", "tlsdb"))
+			if tc.refusal != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.refusal) {
+					t.Fatalf("server_tls_mode = %s: %v, want an error about %q", tc.mode, err, tc.refusal)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx10(t))
+			if got := queryString(t, conn, "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"); got != "true" {
+				t.Fatalf("backend connection not on TLS: ssl = %s", got)
+			}
+		})
+	}
+}
