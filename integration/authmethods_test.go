@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,5 +163,44 @@ func TestMaxClientConn(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("after one left: %v", err)
+	}
+}
+
+// TestSCRAMLoginStorm: 500 clients authenticate with SCRAM at once; all
+// get in and run a query.
+func TestSCRAMLoginStorm(t *testing.T) {
+	p := startPgmts(t, setMode("transaction", 10))
+	const n = 500
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			c, err := pgx.Connect(ctx, p.dsn(benchUser, benchPass, "bench", "default_query_exec_mode=simple_protocol"))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close(context.Background())
+			var one int
+			if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if failed < 5 {
+			t.Error(err)
+		}
+		failed++
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d SCRAM logins failed", failed, n)
 	}
 }
