@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -170,37 +169,8 @@ func TestMaxClientConn(t *testing.T) {
 // get in and run a query.
 func TestSCRAMLoginStorm(t *testing.T) {
 	p := startPgmts(t, setMode("transaction", 10))
-	const n = 500
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			c, err := pgx.Connect(ctx, p.dsn(benchUser, benchPass, "bench", "default_query_exec_mode=simple_protocol"))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close(context.Background())
-			var one int
-			if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	failed := 0
-	for err := range errs {
-		if failed < 5 {
-			t.Error(err)
-		}
-		failed++
-	}
-	if failed > 0 {
-		t.Fatalf("%d of %d SCRAM logins failed", failed, n)
-	}
+	concurrentClients(t, p, 500, func(ctx context.Context, _ int, c *pgx.Conn) error {
+		var one int
+		return c.QueryRow(ctx, "SELECT 1").Scan(&one)
+	})
 }

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -329,4 +330,41 @@ func hijack(t testing.TB, pc *pgconn.PgConn) *pgconn.HijackedConn {
 		t.Fatal(err)
 	}
 	return hj
+}
+
+// concurrentClients connects n pgx clients to p at once and runs fn on
+// each (with its index); it fails the test with the first few errors.
+func concurrentClients(t *testing.T, p *pgmts, n int, fn func(ctx context.Context, i int, c *pgx.Conn) error) {
+	t.Helper()
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			c, err := pgx.Connect(ctx, p.dsn(benchUser, benchPass, "bench", "default_query_exec_mode=simple_protocol"))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close(context.Background())
+			if err := fn(ctx, i, c); err != nil {
+				errs <- fmt.Errorf("client %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if failed < 5 {
+			t.Error(err)
+		}
+		failed++
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d clients failed", failed, n)
+	}
 }

@@ -452,34 +452,15 @@ func TestExtendedProtocolFlushAndPipeline(t *testing.T) {
 // transaction mode, all at once.
 func TestManyClientsFewServers(t *testing.T) {
 	p := startPgmts(t, setMode("transaction", 5))
-	var wg sync.WaitGroup
-	errs := make(chan error, 200)
-	for i := 0; i < 200; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			c, err := pgx.Connect(ctx, p.dsn(benchUser, benchPass, "bench", "default_query_exec_mode=simple_protocol"))
-			if err != nil {
-				errs <- err
-				return
+	concurrentClients(t, p, 200, func(ctx context.Context, i int, c *pgx.Conn) error {
+		for j := 0; j < 10; j++ {
+			var n int
+			if err := c.QueryRow(ctx, "SELECT $1::int * 2", i).Scan(&n); err != nil || n != 2*i {
+				return fmt.Errorf("got %d, %v", n, err)
 			}
-			defer c.Close(context.Background())
-			for j := 0; j < 10; j++ {
-				var n int
-				if err := c.QueryRow(ctx, "SELECT $1::int * 2", i).Scan(&n); err != nil || n != 2*i {
-					errs <- fmt.Errorf("client %d: %d, %v", i, n, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		}
+		return nil
+	})
 	if n := p.pools.BackendCount(); n > 5 {
 		t.Fatalf("%d backends, cap 5", n)
 	}
