@@ -35,10 +35,12 @@ staticcheck:
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
 # Short fuzz runs of the framing, startup and hba parsing (FUZZTIME each).
+# Minimizing a new input may take up to a minute by default, longer than a
+# short run: cap it so the run ends on time.
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzParseStartup$$' -fuzztime=$(FUZZTIME) ./wire/
-	$(GO) test -run='^$$' -fuzz='^FuzzFraming$$' -fuzztime=$(FUZZTIME) ./wire/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./hba/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseStartup$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./wire/
+	$(GO) test -run='^$$' -fuzz='^FuzzFraming$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./wire/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./hba/
 
 # Micro-benchmarks of the hot path, then pgbench through pgmts and directly.
 bench: build

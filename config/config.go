@@ -43,6 +43,7 @@ type Global struct {
 	AuthHBAFile     string        `toml:"auth_hba_file"` // pg_hba.conf format, for auth_type "hba"
 	AdminUsers      []string      `toml:"admin_users"`
 	MetricsListen   string        `toml:"metrics_listen"` // "" disables metrics
+	DebugPprof      bool          `toml:"debug_pprof"`    // /debug/pprof on metrics_listen
 	LogLevel        string        `toml:"log_level"`      // debug | info | warn | error
 	LogFormat       string        `toml:"log_format"`     // text | json
 	MaxPacketSize   int           `toml:"max_packet_size"`
@@ -251,6 +252,9 @@ func checkType(key toml.Key, t reflect.Type, v any) error {
 	case t.Kind() == reflect.String:
 		want = "a string"
 		_, ok = v.(string)
+	case t.Kind() == reflect.Bool:
+		want = "true or false"
+		_, ok = v.(bool)
 	case t.Kind() == reflect.Int || t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Int:
 		want = "an integer"
 		_, ok = v.(int64)

@@ -226,6 +226,7 @@ func TestErrors(t *testing.T) {
 		{`pgmts.shutdown_timeout = 30`, `config: pgmts.shutdown_timeout: must be a duration string such as "30s"`},
 		{`pgmts.shutdown_timeout = "-1s"`, `config: pgmts.shutdown_timeout: -1s is negative`},
 		{`pgmts.client_login_timeout = "-1s"`, `config: pgmts.client_login_timeout: -1s is negative`},
+		{`pgmts.debug_pprof = "yes"`, `config: pgmts.debug_pprof`},
 		{`pgmts = 1`, `config: pgmts: must be a table`},
 		{"[[pgmts]]\nlisten = \":1\"", `config: pgmts: must be a table`},
 		// [pool]

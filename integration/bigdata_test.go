@@ -184,9 +184,15 @@ func (l *lockedBuffer) String() string {
 // startDaemon runs the built pgmts binary in front of the cluster.
 func startDaemon(t *testing.T) *daemon {
 	t.Helper()
+	return startDaemonWith(t, func(toml string) string { return toml })
+}
+
+// startDaemonWith runs the pgmts binary with configTOML changed by edit.
+func startDaemonWith(t *testing.T, edit func(string) string) *daemon {
+	t.Helper()
 	needCluster(t)
 	port := freePort(t)
-	toml := configTOML(port)
+	toml := edit(configTOML(port))
 	path := filepath.Join(t.TempDir(), "pgmts.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,9 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,4 +113,51 @@ func TestSIGINTIsFast(t *testing.T) {
 		t.Fatal("pgmts did not exit within 5s of SIGINT")
 	}
 	t.Logf("SIGINT to exit: %v", time.Since(start))
+}
+
+// TestMetricsEndpoint: /metrics serves Prometheus text with pgmts's gauges
+// and process metrics; /debug/pprof only when debug_pprof is on.
+func TestMetricsEndpoint(t *testing.T) {
+	for _, pprofOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("debug_pprof=%v", pprofOn), func(t *testing.T) {
+			addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			d := startDaemonWith(t, func(toml string) string {
+				return strings.Replace(toml, `metrics_listen = ""`, fmt.Sprintf("metrics_listen = %q\ndebug_pprof = %v", addr, pprofOn), 1)
+			})
+			dsn := "host=127.0.0.1 port=" + strconv.Itoa(d.port) + " user=" + benchUser + " password=" + benchPass + " dbname=bench sslmode=disable"
+			c, err := pgx.Connect(ctx10(t), dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			body := httpGet(t, "http://"+addr+"/metrics", 200)
+			for _, want := range []string{"pgmts_clients 1", "pgmts_server_connections ", "process_resident_memory_bytes "} {
+				if !strings.Contains(body, want) {
+					t.Fatalf("/metrics lacks %q:\n%s", want, body)
+				}
+			}
+			status := 404
+			if pprofOn {
+				status = 200
+			}
+			httpGet(t, "http://"+addr+"/debug/pprof/", status)
+		})
+	}
+}
+
+func httpGet(t *testing.T, url string, status int) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != status {
+		t.Fatalf("GET %s: %d, want %d", url, resp.StatusCode, status)
+	}
+	return string(b)
 }
