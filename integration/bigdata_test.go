@@ -155,6 +155,11 @@ type daemon struct {
 	err    error         // how it exited, set before done is closed
 }
 
+// dsn is a connection string to the daemon as user bench.
+func (d *daemon) dsn(extra ...string) string {
+	return dsnAt(d.port, benchUser, benchPass, "bench", extra...)
+}
+
 func (d *daemon) exited() bool {
 	select {
 	case <-d.done:
@@ -331,7 +336,7 @@ func TestBigSelectSlowReader(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=bench sslmode=disable", d.port, benchUser, benchPass)
+	dsn := d.dsn()
 	pc, err := pgconn.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,7 +48,7 @@ func TestCommandLine(t *testing.T) {
 // refused, a client inside a transaction finishes it, and then pgmts exits.
 func TestSIGTERMLetsTransactionsFinish(t *testing.T) {
 	d := startDaemon(t)
-	dsn := "host=127.0.0.1 port=" + strconv.Itoa(d.port) + " user=" + benchUser + " password=" + benchPass + " dbname=bench sslmode=disable default_query_exec_mode=simple_protocol"
+	dsn := d.dsn("default_query_exec_mode=simple_protocol")
 	inTx, err := pgx.Connect(ctx10(t), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +90,7 @@ func TestSIGTERMLetsTransactionsFinish(t *testing.T) {
 // TestSIGINTIsFast: SIGINT closes everything at once, open transaction or not.
 func TestSIGINTIsFast(t *testing.T) {
 	d := startDaemon(t)
-	dsn := "host=127.0.0.1 port=" + strconv.Itoa(d.port) + " user=" + benchUser + " password=" + benchPass + " dbname=bench sslmode=disable"
+	dsn := d.dsn()
 	c, err := pgx.Connect(ctx10(t), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +123,7 @@ func TestMetricsEndpoint(t *testing.T) {
 			d := startDaemonWith(t, func(toml string) string {
 				return strings.Replace(toml, `metrics_listen = ""`, fmt.Sprintf("metrics_listen = %q\ndebug_pprof = %v", addr, pprofOn), 1)
 			})
-			dsn := "host=127.0.0.1 port=" + strconv.Itoa(d.port) + " user=" + benchUser + " password=" + benchPass + " dbname=bench sslmode=disable"
+			dsn := d.dsn()
 			c, err := pgx.Connect(ctx10(t), dsn)
 			if err != nil {
 				t.Fatal(err)

@@ -588,7 +588,7 @@ func TestErrClientGoneMidQuery(t *testing.T) {
 	}
 	d := startDaemon(t)
 	ctx := ctx10(t)
-	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=bench sslmode=disable", d.port, benchUser, benchPass)
+	dsn := d.dsn()
 	for _, sql := range []string{
 		"SELECT pg_sleep(0.5), 'gone'",                                        // the client leaves before any reply
 		"SELECT repeat('x', 1000) FROM generate_series(1, 50000)",             // the client leaves with 50 MB unread

@@ -275,7 +275,12 @@ func setMode(mode string, max int) func(*config.Config) {
 
 // dsn is a libpq/pgx connection string to pgmts.
 func (p *pgmts) dsn(user, password, db string, extra ...string) string {
-	s := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=%s sslmode=disable", p.port, user, password, db)
+	return dsnAt(p.port, user, password, db, extra...)
+}
+
+// dsnAt is a connection string to a pgmts listening on port.
+func dsnAt(port int, user, password, db string, extra ...string) string {
+	s := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=%s sslmode=disable", port, user, password, db)
 	for _, e := range extra {
 		s += " " + e
 	}

@@ -161,12 +161,10 @@ func checkFileLimit(cfg *config.Config, log *slog.Logger) {
 // connections and the runtime.
 func fileBudget(cfg *config.Config) uint64 {
 	n := uint64(cfg.Pgmts.MaxClientConn) + 64
-	for _, db := range cfg.Databases {
-		max := cfg.Pool.MaxSharedServers
-		if db.MaxSharedServers != nil {
-			max = *db.MaxSharedServers
-		}
-		n += uint64(max)
+	for name := range cfg.Databases {
+		// The backend cap does not depend on the user.
+		pc, _ := cfg.PoolFor(name, "")
+		n += uint64(pc.MaxSharedServers)
 	}
 	return n
 }
