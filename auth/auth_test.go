@@ -114,7 +114,7 @@ func exchange(t *testing.T, secret Secret, scramUser, password string) (string, 
 		t.Fatal(err)
 	}
 	cc := client.NewConversation()
-	x, err := secret.NewSCRAM("alice")
+	x, err := secret.NewSCRAM("alice", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestNewSCRAMNeedsUsableSecret(t *testing.T) {
 		{pgMD5V3, `auth: user "alice": password is stored as md5; SCRAM needs a plain password or a SCRAM verifier`},
 		{"", `auth: user "alice" has no password`},
 	} {
-		_, err := mustParse(t, tc.stored).NewSCRAM("alice")
+		_, err := mustParse(t, tc.stored).NewSCRAM("alice", nil)
 		if err == nil || err.Error() != tc.want {
 			t.Errorf("NewSCRAM with %q: err = %v, want %q", tc.stored, err, tc.want)
 		}
@@ -263,7 +263,7 @@ func TestNewSCRAMNeedsUsableSecret(t *testing.T) {
 
 func TestSCRAMBadClientMessages(t *testing.T) {
 	for _, msg := range []string{"", "garbage", "p=tls-server-end-point,,n=,r=abc"} {
-		x, err := mustParse(t, "s3cret").NewSCRAM("alice")
+		x, err := mustParse(t, "s3cret").NewSCRAM("alice", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

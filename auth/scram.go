@@ -109,10 +109,11 @@ type SCRAMExchange struct {
 	conv *scram.ServerConversation
 }
 
-// NewSCRAM starts a server-side SCRAM-SHA-256 exchange (no channel binding
-// for now) for user, the user named in the startup packet. It needs a plain
-// password or a SCRAM verifier.
-func (s Secret) NewSCRAM(user string) (*SCRAMExchange, error) {
+// NewSCRAM starts a server-side SCRAM-SHA-256 exchange for user, the user
+// named in the startup packet. It needs a plain password or a SCRAM
+// verifier. binding is the tls-server-end-point data of a TLS connection
+// (ServerEndPoint), which offers SCRAM-SHA-256-PLUS; nil without TLS.
+func (s Secret) NewSCRAM(user string, binding []byte) (*SCRAMExchange, error) {
 	switch s.kind {
 	case KindPlain, KindSCRAM:
 	case KindMD5:
@@ -129,7 +130,11 @@ func (s Secret) NewSCRAM(user string) (*SCRAMExchange, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: user %q: %w", user, err)
 	}
-	return &SCRAMExchange{user: user, conv: server.NewConversation()}, nil
+	if binding == nil {
+		return &SCRAMExchange{user: user, conv: server.NewConversation()}, nil
+	}
+	cb := scram.ChannelBinding{Type: scram.ChannelBindingTLSServerEndpoint, Data: binding}
+	return &SCRAMExchange{user: user, conv: server.NewConversationWithChannelBinding(cb)}, nil
 }
 
 // Step takes the client's next message and returns the server's answer: the

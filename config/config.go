@@ -57,6 +57,12 @@ type Global struct {
 	ServerTLSCAFile   string `toml:"server_tls_ca_file"`   // needed by verify-ca / verify-full
 	ServerTLSCertFile string `toml:"server_tls_cert_file"` // optional client certificate
 	ServerTLSKeyFile  string `toml:"server_tls_key_file"`
+	// TLS for clients: disable | allow | prefer | require | verify-ca |
+	// verify-full. Relative paths start at the config file's folder.
+	ClientTLSMode     string `toml:"client_tls_mode"`
+	ClientTLSCertFile string `toml:"client_tls_cert_file"` // pgmts's certificate chain (PEM)
+	ClientTLSKeyFile  string `toml:"client_tls_key_file"`
+	ClientTLSCAFile   string `toml:"client_tls_ca_file"` // CAs that sign client certificates
 }
 
 // PoolSettings is the [pool] section: defaults for every pool.
@@ -103,6 +109,7 @@ func Default() Config {
 			ShutdownTimeout:    30 * time.Second,
 			ClientLoginTimeout: 60 * time.Second,
 			ServerTLSMode:      "prefer",
+			ClientTLSMode:      "disable",
 		},
 		Pool: PoolSettings{
 			Mode:                 "transaction",
@@ -119,7 +126,9 @@ func Default() Config {
 var defaultDatabase = Database{Host: "127.0.0.1", Port: 5432}
 
 var (
-	authTypes = []string{"trust", "plain", "md5", "scram-sha-256", "hba"}
+	authTypes = []string{"trust", "plain", "md5", "scram-sha-256", "cert", "hba"}
+
+	clientTLSModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 
 	serverTLSModes = []string{"disable", "prefer", "require", "verify-ca", "verify-full"}
 	poolModes      = []string{"session", "transaction", "statement"}
@@ -327,6 +336,18 @@ func (c *Config) validate() error {
 	}
 	if (g.ServerTLSCertFile == "") != (g.ServerTLSKeyFile == "") {
 		return fmt.Errorf("pgmts.server_tls_cert_file and pgmts.server_tls_key_file: set both or neither")
+	}
+	if err := checkOneOf("pgmts.client_tls_mode", g.ClientTLSMode, clientTLSModes); err != nil {
+		return err
+	}
+	if g.ClientTLSMode != "disable" && (g.ClientTLSCertFile == "" || g.ClientTLSKeyFile == "") {
+		return fmt.Errorf("pgmts.client_tls_cert_file and pgmts.client_tls_key_file: required with client_tls_mode = %q", g.ClientTLSMode)
+	}
+	if (g.ClientTLSMode == "verify-ca" || g.ClientTLSMode == "verify-full") && g.ClientTLSCAFile == "" {
+		return fmt.Errorf("pgmts.client_tls_ca_file: required with client_tls_mode = %q, to verify client certificates", g.ClientTLSMode)
+	}
+	if g.AuthType == "cert" && (g.ClientTLSMode == "disable" || g.ClientTLSCAFile == "") {
+		return errors.New(`pgmts.auth_type: "cert" needs client_tls_mode other than "disable" and client_tls_ca_file, to verify client certificates`)
 	}
 
 	p := &c.Pool

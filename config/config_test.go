@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,7 +214,12 @@ func TestErrors(t *testing.T) {
 		{`pgmts.dispatchers = -1`, `config: pgmts.dispatchers: -1 is not between 0 and 256`},
 		{`pgmts.dispatchers = "4"`, `config: pgmts.dispatchers: must be an integer`},
 		{`pgmts.max_client_conn = 0`, `config: pgmts.max_client_conn: 0 is below 1`},
-		{`pgmts.auth_type = "foo"`, `config: pgmts.auth_type: "foo" is not one of trust, plain, md5, scram-sha-256, hba`},
+		{`pgmts.auth_type = "foo"`, `config: pgmts.auth_type: "foo" is not one of trust, plain, md5, scram-sha-256, cert, hba`},
+		{`pgmts.client_tls_mode = "on"`, `config: pgmts.client_tls_mode: "on" is not one of disable, allow, prefer, require, verify-ca, verify-full`},
+		{`pgmts.client_tls_mode = "require"`, `config: pgmts.client_tls_cert_file and pgmts.client_tls_key_file: required with client_tls_mode = "require"`},
+		{"pgmts.client_tls_mode = \"verify-ca\"\npgmts.client_tls_cert_file = \"a\"\npgmts.client_tls_key_file = \"b\"", `config: pgmts.client_tls_ca_file: required with client_tls_mode = "verify-ca"`},
+		{`pgmts.auth_type = "cert"`, `config: pgmts.auth_type: "cert" needs client_tls_mode other than "disable" and client_tls_ca_file`},
+		{"pgmts.client_tls_mode = \"prefer\"\npgmts.client_tls_cert_file = \"/nonexistent.crt\"\npgmts.client_tls_key_file = \"/nonexistent.key\"", `config: pgmts.client_tls_cert_file / client_tls_key_file: open /nonexistent.crt: no such file or directory`},
 		{`pgmts.admin_users = "admin"`, `config: pgmts.admin_users: must be an array of strings`},
 		{`pgmts.admin_users = ["admin", 1]`, `config: pgmts.admin_users: must be an array of strings`},
 		{`pgmts.admin_users = [""]`, `config: pgmts.admin_users: "" is not a user name`},
@@ -317,5 +323,35 @@ func TestExample(t *testing.T) {
 				t.Errorf("example lacks %s.%s", section, key)
 			}
 		}
+	}
+}
+
+func TestChanged(t *testing.T) {
+	base := `
+[pgmts]
+listen = "127.0.0.1:6432"
+[databases.a]
+port = 5432
+[databases.b]
+port = 5432
+[users.u]
+password = "x"
+`
+	old, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Changed(old, old); len(got) != 0 {
+		t.Fatalf("same config: %q", got)
+	}
+	edited := strings.NewReplacer(`"127.0.0.1:6432"`, `"127.0.0.1:7432"`, "[databases.b]\nport = 5432", "[databases.c]\nport = 5432",
+		`password = "x"`, `password = "y"`).Replace(base) + "[pool]\nmode = \"session\"\n"
+	cur, err := Parse([]byte(edited))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"pgmts.listen", "pool.mode", "databases.b", "databases.c", "users.u"}
+	if got := Changed(old, cur); !slices.Equal(got, want) {
+		t.Fatalf("Changed = %q, want %q", got, want)
 	}
 }

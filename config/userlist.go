@@ -2,6 +2,8 @@ package config
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"os"
@@ -94,6 +96,24 @@ func (c *Config) loadFiles(dir string) error {
 			}
 		}
 	}
+	g := &c.Pgmts
+	for _, p := range []*string{&g.ClientTLSCertFile, &g.ClientTLSKeyFile, &g.ClientTLSCAFile} {
+		if *p != "" {
+			*p = resolve(*p)
+		}
+	}
+	// Read now, so that --check reports a bad certificate; the dispatchers
+	// read the files again at start and on reload.
+	if g.ClientTLSMode != "disable" {
+		if _, err := tls.LoadX509KeyPair(g.ClientTLSCertFile, g.ClientTLSKeyFile); err != nil {
+			return fmt.Errorf("pgmts.client_tls_cert_file / client_tls_key_file: %w", err)
+		}
+		if g.ClientTLSCAFile != "" {
+			if _, err := LoadCAFile(g.ClientTLSCAFile); err != nil {
+				return fmt.Errorf("pgmts.client_tls_ca_file: %w", err)
+			}
+		}
+	}
 	if c.Pgmts.AuthHBAFile != "" {
 		rules, err := hba.Load(resolve(c.Pgmts.AuthHBAFile))
 		if err != nil {
@@ -102,6 +122,19 @@ func (c *Config) loadFiles(dir string) error {
 		c.hbaRules = rules
 	}
 	return nil
+}
+
+// LoadCAFile reads a PEM file of CA certificates.
+func LoadCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate found", path)
+	}
+	return pool, nil
 }
 
 // HBA returns the rules of auth_hba_file (auth_type = "hba").

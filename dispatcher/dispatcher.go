@@ -2,8 +2,10 @@ package dispatcher
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -104,7 +106,7 @@ func (d *Dispatcher) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		d.log.Warn("client refused: max_client_conn reached", "max_client_conn", d.g.cfg.Pgmts.MaxClientConn, "addr", c.RemoteAddr())
 		return wire.Fatal("53300", "no more connections allowed (max_client_conn = %d)", d.g.cfg.Pgmts.MaxClientConn).Encode(nil), gnet.Close
 	}
-	cc := &clientConn{d: d, gc: c, need: 4}
+	cc := &clientConn{d: d, c: c, need: 4}
 	c.SetContext(cc)
 	if t := d.g.cfg.Pgmts.ClientLoginTimeout; t > 0 {
 		d.logins[cc] = time.Now().Add(t)
@@ -132,33 +134,48 @@ func (d *Dispatcher) dropSlowLogins() {
 		if cc.closed {
 			continue
 		}
-		d.log.Warn("client dropped: login not finished within client_login_timeout", "addr", cc.gc.RemoteAddr(), "client_login_timeout", d.g.cfg.Pgmts.ClientLoginTimeout)
+		d.log.Warn("client dropped: login not finished within client_login_timeout", "addr", cc.c.RemoteAddr(), "client_login_timeout", d.g.cfg.Pgmts.ClientLoginTimeout)
 		cc.closed = true
-		_, _ = cc.gc.Write(wire.Fatal("08P01", "client_login_timeout (%s) expired before the login finished", d.g.cfg.Pgmts.ClientLoginTimeout).Encode(nil))
-		_ = cc.gc.Close()
+		_, _ = cc.c.Write(wire.Fatal("08P01", "client_login_timeout (%s) expired before the login finished", d.g.cfg.Pgmts.ClientLoginTimeout).Encode(nil))
+		_ = cc.c.Close()
 	}
 }
 
 // OnClose implements gnet.EventHandler.
 func (d *Dispatcher) OnClose(c gnet.Conn, _ error) gnet.Action {
-	cc, ok := c.Context().(*clientConn)
-	if !ok {
-		return gnet.None
+	if cc, ok := c.Context().(*clientConn); ok {
+		d.closed(cc)
 	}
+	return gnet.None
+}
+
+// closed forgets a connection that is gone (on the loop).
+func (d *Dispatcher) closed(cc *clientConn) {
 	d.g.clients.Add(-1)
 	cc.closed = true
+	cc.gone = true
 	delete(d.logins, cc)
 	d.g.unregister(cc)
 	if cc.client != nil {
 		cc.client.Close()
 	}
-	return gnet.None
 }
 
 // OnTraffic implements gnet.EventHandler.
 func (d *Dispatcher) OnTraffic(c gnet.Conn) gnet.Action {
-	cc := c.Context().(*clientConn)
+	cc, ok := c.Context().(*clientConn)
+	if !ok {
+		return gnet.Close // handed over to a TLS session
+	}
 	return cc.onTraffic()
+}
+
+// run runs fn on the loop, from any goroutine.
+func (d *Dispatcher) run(fn func()) {
+	_ = (*d.loop.Load()).Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		fn()
+		return nil
+	}))
 }
 
 // wake is called by producers when the response queue needs draining.
@@ -173,40 +190,57 @@ func (d *Dispatcher) drainResponses() {
 	items := d.responses.Drain()
 	for i := range items {
 		r := &items[i]
-		gc := r.Client.Conn.(gnet.Conn)
-		cc, open := gc.Context().(*clientConn) // gnet clears a closed conn's context
-		if open && !cc.closed {
+		cc := r.Client.Conn.(*clientConn)
+		if !cc.closed {
 			if len(r.Data) > 0 {
-				_, _ = gc.Write(r.Data)
+				_, _ = cc.c.Write(r.Data)
 			}
 			if r.Close {
 				cc.closed = true
-				_ = gc.Close()
+				_ = cc.c.Close()
 			}
 		}
 		client := r.Client
 		r.Done()
-		if open {
-			client.SetOutbound(gc.OutboundBuffered())
+		if !cc.gone {
+			client.SetOutbound(cc.c.OutboundBuffered())
 		}
 	}
 }
 
+// conn is a client's byte stream as its loop sees it: a gnet.Conn, or a
+// TLS session whose socket is served by goroutines (tls.go). Every method
+// is called on the loop only.
+type conn interface {
+	InboundBuffered() int
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	Write(b []byte) (int, error)
+	OutboundBuffered() int
+	Close() error
+	RemoteAddr() net.Addr
+}
+
 // clientConn is a connection's state on its dispatcher's loop.
 type clientConn struct {
-	d      *Dispatcher
-	gc     gnet.Conn
-	phase  phase
-	closed bool
+	d     *Dispatcher
+	c     conn
+	phase phase
+	// closed: closing was asked for; gone: the connection is closed.
+	closed, gone bool
 	// need is how many buffered bytes the next step waits for, so a big
 	// message is not re-peeked on every read.
 	need int
 
-	login  *login
-	pid    uint32
-	key    [4]byte
-	client *queue.Client
-	types  []byte
+	login *login
+	// tlsState is set once a TLS client's handshake is done; tlsBinding is
+	// its SCRAM-SHA-256-PLUS channel binding data.
+	tlsState   *tls.ConnectionState
+	tlsBinding []byte
+	pid        uint32
+	key        [4]byte
+	client     *queue.Client
+	types      []byte
 }
 
 type phase int
@@ -220,10 +254,11 @@ const (
 
 func (cc *clientConn) onTraffic() gnet.Action {
 	for !cc.closed {
-		if cc.phase == phasePreparing || cc.gc.InboundBuffered() < cc.need {
+		c := cc.c
+		if cc.phase == phasePreparing || c.InboundBuffered() < cc.need {
 			return gnet.None
 		}
-		buf, _ := cc.gc.Peek(-1)
+		buf, _ := c.Peek(-1)
 		var n int
 		var action gnet.Action
 		switch cc.phase {
@@ -235,7 +270,10 @@ func (cc *clientConn) onTraffic() gnet.Action {
 			n, action = cc.frame(buf)
 		}
 		if n > 0 {
-			_, _ = cc.gc.Discard(n) // Discard(0) would drop everything
+			_, _ = c.Discard(n) // Discard(0) would drop everything
+		}
+		if c != cc.c {
+			return gnet.Close // handed to TLS: gnet lets go of its descriptor
 		}
 		if action != gnet.None {
 			cc.closed = true
@@ -248,9 +286,17 @@ func (cc *clientConn) onTraffic() gnet.Action {
 	return gnet.None
 }
 
+// resume processes buffered input outside gnet's OnTraffic (after an
+// answer from another goroutine, or bytes a TLS session decrypted).
+func (cc *clientConn) resume() {
+	if cc.onTraffic() != gnet.None {
+		_ = cc.c.Close()
+	}
+}
+
 // fatal sends a FATAL error and closes the connection.
 func (cc *clientConn) fatal(e *wire.Error) gnet.Action {
-	_, _ = cc.gc.Write(e.Encode(nil))
+	_, _ = cc.c.Write(e.Encode(nil))
 	return gnet.Close
 }
 
@@ -267,7 +313,7 @@ func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 		}
 		if err := wire.CheckSize(size, cc.d.g.cfg.Pgmts.MaxPacketSize); err != nil {
 			cc.submit(buf[:pos])
-			cc.d.log.Warn("client sent an invalid message length; closing it", "client", cc.client.ID, "type", string(typ), "length", size-1, "addr", cc.gc.RemoteAddr())
+			cc.d.log.Warn("client sent an invalid message length; closing it", "client", cc.client.ID, "type", string(typ), "length", size-1, "addr", cc.c.RemoteAddr())
 			return pos, cc.fatal(wire.Fatal("08P01", "invalid message length %d (type %q): max_packet_size is %d", size-1, typ, cc.d.g.cfg.Pgmts.MaxPacketSize))
 		}
 		if size > len(buf)-pos {

@@ -42,17 +42,25 @@ type Group struct {
 	dispatchers []*Dispatcher
 	wg          sync.WaitGroup
 
-	mu      sync.Mutex
-	byPID   map[uint32]*clientConn // cancel keys
-	clients atomic.Int64
-	nextID  atomic.Uint64
+	// tls is the client TLS on offer (nil: none); ReloadTLS replaces it.
+	tls atomic.Pointer[tlsOffer]
+
+	mu       sync.Mutex
+	byPID    map[uint32]*clientConn // cancel keys
+	tlsConns map[*tlsConn]struct{}
+	clients  atomic.Int64
+	nextID   atomic.Uint64
 
 	shuttingDown atomic.Bool
 }
 
 // New prepares the dispatchers; Start opens the listeners.
 func New(cfg *config.Config, router queue.Router, log *slog.Logger) (*Group, error) {
-	g := &Group{cfg: cfg, router: router, log: log, secrets: map[string]auth.Secret{}, byPID: map[uint32]*clientConn{}}
+	g := &Group{cfg: cfg, router: router, log: log, secrets: map[string]auth.Secret{},
+		byPID: map[uint32]*clientConn{}, tlsConns: map[*tlsConn]struct{}{}}
+	if err := g.ReloadTLS(); err != nil {
+		return nil, err
+	}
 	for name, u := range cfg.Users {
 		s, err := auth.ParseSecret(u.Password)
 		if err != nil {
@@ -174,6 +182,7 @@ func (g *Group) Stop() {
 		stopping.Go(d.stop)
 	}
 	stopping.Wait()
+	g.closeTLS()
 	g.wg.Wait()
 }
 

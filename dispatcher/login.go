@@ -1,9 +1,9 @@
 package dispatcher
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"slices"
@@ -40,7 +40,20 @@ type login struct {
 // Startup parameters that are not session settings.
 var notSettings = map[string]bool{"user": true, "database": true, "options": true, "replication": true}
 
+// tlsRecordHandshake starts a TLS ClientHello: a client using direct TLS
+// (PostgreSQL 17's sslnegotiation=direct) sends it with no SSLRequest.
+const tlsRecordHandshake = 0x16
+
 func (cc *clientConn) startup(buf []byte) (int, gnet.Action) {
+	if cc.login == nil && buf[0] == tlsRecordHandshake {
+		offer := cc.d.g.tls.Load()
+		if offer == nil {
+			cc.d.log.Info("client refused: direct TLS while client_tls_mode is disable", "addr", cc.c.RemoteAddr())
+			return 0, gnet.Close // it speaks TLS only: a FATAL would be garbage to it
+		}
+		cc.login = &login{sslAsked: true}
+		return len(buf), cc.startTLS(offer, buf, true)
+	}
 	size, ok, err := wire.StartupLength(buf)
 	if err != nil {
 		return 0, cc.refuse(err)
@@ -62,12 +75,21 @@ func (cc *clientConn) startup(buf []byte) (int, gnet.Action) {
 	}
 	switch st.Kind {
 	case wire.KindSSL, wire.KindGSSENC:
-		if cc.login.sslAsked {
+		if cc.login.sslAsked || cc.tlsBinding != nil {
 			return size, cc.fatal(wire.Fatal("08P01", "unexpected second SSL or GSSAPI encryption request"))
 		}
 		cc.login.sslAsked = true
-		_, _ = cc.gc.Write([]byte{'N'}) // TLS and GSSAPI encryption are not offered
-		return size, gnet.None
+		offer := cc.d.g.tls.Load()
+		if st.Kind == wire.KindGSSENC || offer == nil {
+			_, _ = cc.c.Write([]byte{'N'}) // GSSAPI encryption is not offered
+			return size, gnet.None
+		}
+		if len(buf) > size {
+			// Bytes sent before the answer would be taken as if encrypted
+			// (CVE-2021-23214): PostgreSQL refuses them too.
+			return size, cc.fatal(wire.Fatal("08P01", "received unencrypted data after SSL request"))
+		}
+		return size, cc.startTLS(offer, nil, false)
 	case wire.KindCancel:
 		cc.cancel(st)
 		return size, gnet.Close
@@ -80,7 +102,7 @@ func (cc *clientConn) startup(buf []byte) (int, gnet.Action) {
 func (cc *clientConn) refuse(err error) gnet.Action {
 	var se *wire.StartupError
 	if errors.As(err, &se) {
-		cc.d.log.Info("client refused at startup", "addr", cc.gc.RemoteAddr(), "reason", se.Message)
+		cc.d.log.Info("client refused at startup", "addr", cc.c.RemoteAddr(), "reason", se.Message)
 		return cc.fatal(wire.Fatal(se.Code, "%s", se.Message))
 	}
 	return cc.fatal(wire.Fatal("08P01", "%v", err))
@@ -89,7 +111,7 @@ func (cc *clientConn) refuse(err error) gnet.Action {
 func (cc *clientConn) cancel(st *wire.Startup) {
 	target := cc.d.g.lookup(st.CancelPID)
 	if target == nil || len(st.CancelKey) != 4 || [4]byte(st.CancelKey) != target.key || target.client == nil {
-		cc.d.log.Info("cancel request with an unknown key ignored", "addr", cc.gc.RemoteAddr())
+		cc.d.log.Info("cancel request with an unknown key ignored", "addr", cc.c.RemoteAddr())
 		return
 	}
 	target.client.Pool.Backend.Cancel(target.client)
@@ -129,36 +151,52 @@ func (cc *clientConn) begin(st *wire.Startup) gnet.Action {
 	// A newer 3.x client, or one with protocol options we do not know,
 	// is told what we speak (3.0), as PostgreSQL does.
 	if st.Protocol != wire.Protocol30 || len(unrecognized) > 0 {
-		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}))
+		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}))
 	}
 
+	if werr := cc.checkTLS(); werr != nil {
+		cc.d.log.Warn("client refused by client_tls_mode", "user", l.user, "database", l.database, "addr", cc.c.RemoteAddr(), "reason", werr.Message, "detail", werr.Detail)
+		werr.Detail = ""
+		return cc.fatal(werr)
+	}
 	l.secret, l.known = cc.d.g.secrets[l.user]
 	if !l.known || l.secret.Kind() == auth.KindNone {
 		l.secret, l.known = cc.d.g.decoy, false
 	}
 	method, werr := cc.authMethod()
 	if werr != nil {
-		cc.d.log.Warn("client refused by auth_hba_file", "user", l.user, "database", l.database, "addr", cc.gc.RemoteAddr(), "reason", werr.Message)
+		cc.d.log.Warn("client refused by auth_hba_file", "user", l.user, "database", l.database, "addr", cc.c.RemoteAddr(), "reason", werr.Message)
 		return cc.fatal(werr)
 	}
 	l.method = method
 	switch l.method {
 	case "trust":
 		return cc.authenticated()
+	case "cert":
+		if werr := cc.checkCert(); werr != nil {
+			cc.d.log.Warn("certificate authentication failed", "user", l.user, "database", l.database, "addr", cc.c.RemoteAddr(), "reason", werr.Detail)
+			werr.Detail = ""
+			return cc.fatal(werr)
+		}
+		return cc.authenticated()
 	case "plain":
-		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationCleartextPassword{}))
+		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationCleartextPassword{}))
 	case "md5":
 		_, _ = rand.Read(l.salt[:])
-		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationMD5Password{Salt: l.salt}))
+		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationMD5Password{Salt: l.salt}))
 	default:
-		x, err := l.secret.NewSCRAM(l.user)
+		x, err := l.secret.NewSCRAM(l.user, cc.tlsBinding)
 		if err != nil {
 			cc.d.log.Warn("user's password is stored as md5, which SCRAM cannot use; set a plain password or a SCRAM verifier, or auth_type = \"md5\"", "user", l.user)
-			x, _ = cc.d.g.decoy.NewSCRAM(l.user)
+			x, _ = cc.d.g.decoy.NewSCRAM(l.user, cc.tlsBinding)
 			l.known = false
 		}
 		l.scram = x
-		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}}))
+		mechanisms := []string{scramSHA256}
+		if cc.tlsBinding != nil {
+			mechanisms = []string{scramSHA256Plus, scramSHA256}
+		}
+		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationSASL{AuthMechanisms: mechanisms}))
 	}
 	cc.phase = phaseAuth
 	cc.need = 5
@@ -172,19 +210,21 @@ func (cc *clientConn) authMethod() (string, *wire.Error) {
 	l := cc.login
 	method := cc.d.g.cfg.Pgmts.AuthType
 	if method == "hba" {
-		conn := hba.Conn{Database: l.database, User: l.user, Local: true}
+		conn := hba.Conn{Database: l.database, User: l.user, Local: true, TLS: cc.tlsState != nil}
 		host := "[local]"
-		if a, ok := cc.gc.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := cc.c.RemoteAddr().(*net.TCPAddr); ok {
 			conn.Local, conn.Addr, host = false, a.IP, a.IP.String()
+		}
+		encryption := "no encryption"
+		if conn.TLS {
+			encryption = "SSL encryption"
 		}
 		rule, ok := hba.Match(cc.d.g.cfg.HBA(), conn)
 		switch {
 		case !ok:
-			return "", wire.Fatal("28000", "no pg_hba.conf entry for host %q, user %q, database %q, no encryption", host, l.user, l.database)
+			return "", wire.Fatal("28000", "no pg_hba.conf entry for host %q, user %q, database %q, %s", host, l.user, l.database, encryption)
 		case rule.Method == "reject":
-			return "", wire.Fatal("28000", "pg_hba.conf rejects connection for host %q, user %q, database %q, no encryption", host, l.user, l.database)
-		case rule.Method == "cert":
-			return "", wire.Fatal("28000", "certificate authentication for user %q needs a TLS connection, which pgmts does not offer yet (auth_hba_file line %d)", l.user, rule.Line)
+			return "", wire.Fatal("28000", "pg_hba.conf rejects connection for host %q, user %q, database %q, %s", host, l.user, l.database, encryption)
 		case rule.Method == "password":
 			method = "plain"
 		default:
@@ -238,14 +278,14 @@ func (cc *clientConn) authMessage(buf []byte) (int, gnet.Action) {
 		if err != nil || !l.known || !l.scram.Done() {
 			return size, cc.authFailed()
 		}
-		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationSASLFinal{Data: []byte(final)}))
+		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationSASLFinal{Data: []byte(final)}))
 		return size, cc.authenticated()
 	default:
 		var r pgproto3.SASLInitialResponse
 		if r.Decode(body) != nil {
 			return size, cc.fatal(wire.Fatal("08P01", "malformed SASL initial response"))
 		}
-		if r.AuthMechanism != "SCRAM-SHA-256" {
+		if r.AuthMechanism != scramSHA256 && (r.AuthMechanism != scramSHA256Plus || cc.tlsBinding == nil) {
 			return size, cc.fatal(wire.Fatal("08P01", "client selected an invalid SASL authentication mechanism %q", r.AuthMechanism))
 		}
 		first, err := l.scram.Step(string(r.Data))
@@ -253,13 +293,60 @@ func (cc *clientConn) authMessage(buf []byte) (int, gnet.Action) {
 			return size, cc.fatal(wire.Fatal("08P01", "malformed SCRAM message: %v", err))
 		}
 		l.scramStarted = true
-		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationSASLContinue{Data: []byte(first)}))
+		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationSASLContinue{Data: []byte(first)}))
 		return size, gnet.None
 	}
 }
 
+const (
+	scramSHA256     = "SCRAM-SHA-256"
+	scramSHA256Plus = "SCRAM-SHA-256-PLUS"
+)
+
+// checkTLS applies client_tls_mode to a logging-in client: from "require"
+// on, TCP clients must use TLS (unix sockets are local and exempt, as in
+// PgBouncer), and verify-full wants a certificate naming the user.
+func (cc *clientConn) checkTLS() *wire.Error {
+	mode := cc.d.g.cfg.Pgmts.ClientTLSMode
+	if mode != "require" && mode != "verify-ca" && mode != "verify-full" {
+		return nil
+	}
+	if _, tcp := cc.c.RemoteAddr().(*net.TCPAddr); !tcp {
+		return nil
+	}
+	if cc.tlsState == nil {
+		e := wire.Fatal("28000", "pgmts accepts only TLS connections (client_tls_mode = %s)", mode)
+		e.Hint = "Connect with sslmode=require or stronger."
+		return e
+	}
+	if mode == "verify-full" {
+		return cc.checkCert()
+	}
+	return nil
+}
+
+// checkCert is the cert method: a client certificate that pgmts verified
+// against client_tls_ca_file, whose common name is the user name. The
+// reason is in Detail, for the log only.
+func (cc *clientConn) checkCert() *wire.Error {
+	user := cc.login.user
+	e := wire.Fatal("28000", "certificate authentication failed for user %q", user)
+	switch {
+	case cc.tlsState == nil:
+		e.Detail = "not a TLS connection"
+	case len(cc.tlsState.VerifiedChains) == 0:
+		e.Message = "connection requires a valid client certificate"
+		e.Detail = "no verified client certificate"
+	case cc.tlsState.PeerCertificates[0].Subject.CommonName != user:
+		e.Detail = fmt.Sprintf("certificate common name %q is not the user name", cc.tlsState.PeerCertificates[0].Subject.CommonName)
+	default:
+		return nil
+	}
+	return e
+}
+
 func (cc *clientConn) authFailed() gnet.Action {
-	cc.d.log.Warn("password authentication failed", "user", cc.login.user, "database", cc.login.database, "addr", cc.gc.RemoteAddr())
+	cc.d.log.Warn("password authentication failed", "user", cc.login.user, "database", cc.login.database, "addr", cc.c.RemoteAddr())
 	return cc.fatal(wire.Fatal("28P01", "password authentication failed for user %q", cc.login.user))
 }
 
@@ -267,10 +354,10 @@ func (cc *clientConn) authFailed() gnet.Action {
 // reach PostgreSQL before the client is told it may send queries.
 func (cc *clientConn) authenticated() gnet.Action {
 	l := cc.login
-	_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.AuthenticationOk{}))
+	_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationOk{}))
 	pool, err := cc.d.g.router.Route(l.database, l.user)
 	if err != nil {
-		cc.d.log.Info("client asked for a database pgmts does not serve", "database", l.database, "user", l.user, "addr", cc.gc.RemoteAddr())
+		cc.d.log.Info("client asked for a database pgmts does not serve", "database", l.database, "user", l.user, "addr", cc.c.RemoteAddr())
 		e := wire.Fatal("3D000", "database %q does not exist", l.database)
 		e.Hint = "pgmts has no [databases] section for it and no \"*\" fallback section."
 		return cc.fatal(e)
@@ -288,15 +375,14 @@ func (cc *clientConn) authenticated() gnet.Action {
 			params, perr = p, err
 			return
 		}
-		_ = cc.gc.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		cc.d.run(func() {
 			if action := cc.ready(p, err); action == gnet.Close {
 				cc.closed = true
-				_ = cc.gc.Close()
+				_ = cc.c.Close()
 			} else {
-				cc.onTraffic()
+				cc.resume()
 			}
-			return nil
-		}))
+		})
 	})
 	if state.CompareAndSwap(0, 1) {
 		return gnet.None
@@ -331,12 +417,15 @@ func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Acti
 	}
 	// The client exists before it is registered: other goroutines reach
 	// it through the registry (cancel requests, shutdown).
-	cc.client = queue.NewClient(cc.d.g.nextID.Add(1), l.pool, cc.d.responses, cc.gc, circuit)
+	cc.client = queue.NewClient(cc.d.g.nextID.Add(1), l.pool, cc.d.responses, cc, circuit)
 	cc.d.g.register(cc)
+	if t, ok := cc.c.(*tlsConn); ok {
+		t.client.Store(cc.client)
+	}
 	out = wire.Append(out, &pgproto3.BackendKeyData{ProcessID: cc.pid, SecretKey: cc.key[:]})
 	out = wire.Append(out, &pgproto3.ReadyForQuery{TxStatus: 'I'})
-	_, _ = cc.gc.Write(out)
-	cc.d.log.Debug("client logged in", "client", cc.client.ID, "database", l.database, "user", l.user, "addr", cc.gc.RemoteAddr())
+	_, _ = cc.c.Write(out)
+	cc.d.log.Debug("client logged in", "client", cc.client.ID, "database", l.database, "user", l.user, "addr", cc.c.RemoteAddr())
 	cc.login = nil
 	delete(cc.d.logins, cc)
 	cc.phase = phaseReady

@@ -23,51 +23,78 @@ import (
 	"github.com/pgmts/pgmts/pgtest"
 )
 
-// testCA makes a CA and a server certificate for 127.0.0.1, written as PEM
-// files into dir: ca.crt, server.crt, server.key.
-func testCA(t *testing.T, dir string) {
+// testPKI is a throwaway CA whose files live in dir.
+type testPKI struct {
+	dir    string
+	cert   *x509.Certificate
+	key    *ecdsa.PrivateKey
+	serial int64
+}
+
+// newPKI makes a CA and writes it to dir as ca.crt.
+func newPKI(t *testing.T, dir string) *testPKI {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caTmpl := &x509.Certificate{
+	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pgmts test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, _ := x509.ParseCertificate(der)
+	writePEM(t, filepath.Join(dir, "ca.crt"), &pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return &testPKI{dir: dir, cert: cert, key: key, serial: 1}
+}
+
+// issue writes name.crt and name.key: a certificate signed by the CA for
+// the server 127.0.0.1 / localhost (server = true) or for a client whose
+// common name is cn.
+func (p *testPKI) issue(t *testing.T, name, cn string, server bool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+	p.serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(p.serial), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
 	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
+	if server {
+		tmpl.IPAddresses, tmpl.DNSNames = []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"}
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyDER, err := x509.MarshalECPrivateKey(srvKey)
+	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, block := range map[string]*pem.Block{
-		"ca.crt":     {Type: "CERTIFICATE", Bytes: caDER},
-		"server.crt": {Type: "CERTIFICATE", Bytes: srvDER},
-		"server.key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	writePEM(t, filepath.Join(p.dir, name+".crt"), &pem.Block{Type: "CERTIFICATE", Bytes: der})
+	writePEM(t, filepath.Join(p.dir, name+".key"), &pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+func writePEM(t *testing.T, path string, b *pem.Block) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(b), 0o600); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// testCA makes a CA and a server certificate for 127.0.0.1, written as PEM
+// files into dir: ca.crt, server.crt, server.key.
+func testCA(t *testing.T, dir string) {
+	t.Helper()
+	newPKI(t, dir).issue(t, "server", "127.0.0.1", true)
 }
 
 // giveToPostgres hands dir and its files to the postgres OS user when we

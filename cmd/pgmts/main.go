@@ -73,8 +73,11 @@ func run() int {
 	log.Info("pgmts started", "version", version, "listen", cfg.Pgmts.Listen, "unix_socket_dir", cfg.Pgmts.UnixSocketDir, "config", *configPath)
 
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	sig := <-sigs
+	for ; sig == syscall.SIGHUP; sig = <-sigs {
+		reload(*configPath, cfg, group, log)
+	}
 	switch sig {
 	case syscall.SIGTERM:
 		log.Info("SIGTERM: no new clients; waiting for running transactions to finish", "shutdown_timeout", cfg.Pgmts.ShutdownTimeout)
@@ -96,6 +99,26 @@ func run() int {
 	}
 	log.Info("pgmts stopped")
 	return 0
+}
+
+// reload is SIGHUP: it checks the config file and reads the client TLS
+// certificate and key files again (rotated certificates), without touching
+// connected clients. Backend TLS files are read at every new backend
+// connection already. Other settings take effect at the next start.
+func reload(path string, running *config.Config, group *dispatcher.Group, log *slog.Logger) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		log.Error("SIGHUP: configuration not reloaded; fix the file and send SIGHUP again", "err", err)
+		return
+	}
+	if err := group.ReloadTLS(); err != nil {
+		log.Error("SIGHUP: TLS certificates not reloaded; the previous ones stay in use", "err", err)
+	} else if running.Pgmts.ClientTLSMode != "disable" {
+		log.Info("SIGHUP: TLS certificates reloaded", "client_tls_cert_file", running.Pgmts.ClientTLSCertFile)
+	}
+	if changed := config.Changed(running, cfg); len(changed) > 0 {
+		log.Warn("SIGHUP: these settings changed and take effect only at restart", "settings", changed)
+	}
 }
 
 func newLogger(cfg *config.Config) *slog.Logger {
