@@ -101,7 +101,7 @@ func (c *Config) loadFiles(dir string) error {
 		}
 		c.hbaRules = rules
 	}
-	return nil
+	return c.checkAuthUsers()
 }
 
 // HBA returns the rules of auth_hba_file (auth_type = "hba").

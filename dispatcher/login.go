@@ -132,16 +132,28 @@ func (cc *clientConn) begin(st *wire.Startup) gnet.Action {
 		_, _ = cc.gc.Write(wire.Append(nil, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}))
 	}
 
-	l.secret, l.known = cc.d.g.secrets[l.user]
-	if !l.known || l.secret.Kind() == auth.KindNone {
-		l.secret, l.known = cc.d.g.decoy, false
-	}
 	method, werr := cc.authMethod()
 	if werr != nil {
 		cc.d.log.Warn("client refused by auth_hba_file", "user", l.user, "database", l.database, "addr", cc.gc.RemoteAddr(), "reason", werr.Message)
 		return cc.fatal(werr)
 	}
 	l.method = method
+	l.secret, l.known = cc.d.g.secrets[l.user]
+	if l.method != "trust" && (!l.known || l.secret.Kind() == auth.KindNone) {
+		return cc.lookupUser() // auth_query; it calls challenge
+	}
+	return cc.challenge()
+}
+
+// challenge asks the client for its password, by l.method.
+func (cc *clientConn) challenge() gnet.Action {
+	l := cc.login
+	if !l.known || l.secret.Kind() == auth.KindNone {
+		l.secret, l.known = cc.d.g.decoy, false
+	}
+	if l.method == "md5" && l.secret.Kind() == auth.KindSCRAM {
+		l.method = "scram-sha-256" // as PostgreSQL upgrades md5 to SCRAM
+	}
 	switch l.method {
 	case "trust":
 		return cc.authenticated()
@@ -190,9 +202,6 @@ func (cc *clientConn) authMethod() (string, *wire.Error) {
 		default:
 			method = rule.Method
 		}
-	}
-	if method == "md5" && l.secret.Kind() == auth.KindSCRAM {
-		method = "scram-sha-256" // as PostgreSQL upgrades md5 to SCRAM
 	}
 	return method, nil
 }

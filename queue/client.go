@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/circuits"
 	"github.com/pgmts/pgmts/config"
 	"github.com/pgmts/pgmts/wire"
@@ -32,9 +33,15 @@ type Pool struct {
 	Backend  Backend
 }
 
-// Router finds the pool for a client's database and user.
+// Router finds the pool for a client's database and user, and the
+// password of a user the config does not know.
 type Router interface {
 	Route(database, user string) (*Pool, error)
+	// LookupUser finds user's password with auth_query, for a client of
+	// database, and calls done from any goroutine (or at once, e.g. from a
+	// cache): a KindNone secret when there is no such user or no auth_user
+	// for database, an error when the lookup itself failed.
+	LookupUser(database, user string, done func(auth.Secret, error))
 }
 
 type clientState int

@@ -32,11 +32,13 @@ type Pools struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup // every goroutine this package starts
+
+	auth authQueries
 }
 
 // NewPools starts the pool registry (and its query_wait_timeout sweeper).
 func NewPools(cfg *config.Config, log *slog.Logger) *Pools {
-	p := &Pools{cfg: cfg, log: log, pools: map[string]*Pool{}, stop: make(chan struct{})}
+	p := &Pools{cfg: cfg, log: log, pools: map[string]*Pool{}, stop: make(chan struct{}), auth: newAuthQueries()}
 	p.wg.Add(1)
 	go p.sweep()
 	return p
@@ -85,6 +87,7 @@ func (p *Pools) sweep() {
 			return
 		case <-t.C:
 		}
+		p.auth.prune(time.Now())
 		p.mu.Lock()
 		pools := make([]*Pool, 0, len(p.pools))
 		for _, pool := range p.pools {
@@ -119,6 +122,7 @@ func (p *Pools) Close() {
 		pool.closeAll()
 	}
 	p.wg.Wait()
+	p.auth.closeAll()
 }
 
 // BackendCount is the number of backend connections open or opening.

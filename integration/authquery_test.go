@@ -1,0 +1,131 @@
+package integration
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgmts/pgmts/config"
+)
+
+// logBuffer collects pgmts's log lines for a test to read.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// createRole creates a login role in the test cluster for one test. Call
+// it before startPgmts, so that the role is dropped after pgmts stops.
+func createRole(t *testing.T, name, options string) {
+	t.Helper()
+	needCluster(t)
+	if err := cluster.Exec("DROP ROLE IF EXISTS " + name); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Exec("CREATE ROLE " + name + " LOGIN " + options); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.Exec("DROP ROLE IF EXISTS " + name); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// withAuthQuery makes aq_lookup, a superuser, run auth_query, and adds
+// [databases.forced], whose backend login is bench's.
+func withAuthQuery(c *config.Config) {
+	c.Pgmts.AuthUser = "aq_lookup"
+	c.Users["aq_lookup"] = config.User{Password: "aq-lookup-pw"}
+	c.Databases["forced"] = config.Database{Host: "127.0.0.1", Port: cluster.Port, DBName: "bench", User: benchUser, Password: benchPass}
+}
+
+// TestAuthQuery: a user with no password in pgmts's config logs in with
+// the password PostgreSQL has for it, found by the default auth_query; a
+// wrong password and an unknown user fail alike.
+func TestAuthQuery(t *testing.T) {
+	createRole(t, "aq_lookup", "SUPERUSER PASSWORD 'aq-lookup-pw'")
+	createRole(t, "aq_user", "PASSWORD 'aq-pw'")
+	for _, method := range []string{"scram-sha-256", "plain"} {
+		t.Run(method, func(t *testing.T) {
+			p := startPgmts(t, func(c *config.Config) {
+				withAuthQuery(c)
+				c.Pgmts.AuthType = method
+			})
+			c, err := pgx.Connect(ctx10(t), p.dsn("aq_user", "aq-pw", "forced"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(ctx10(t))
+			if got := queryString(t, c, "SELECT current_user::text"); got != benchUser {
+				t.Fatalf("current_user = %q", got)
+			}
+			wrong := loginErr(t, p, "aq_user", "wrong", "forced")
+			missing := loginErr(t, p, "aq_nobody", "aq-pw", "forced")
+			if sqlState(wrong) != "28P01" || sqlState(missing) != "28P01" {
+				t.Fatalf("wrong password: %v; unknown user: %v; want 28P01 for both", wrong, missing)
+			}
+			if a, b := strings.ReplaceAll(wrong.Error(), "aq_user", "X"), strings.ReplaceAll(missing.Error(), "aq_nobody", "X"); a != b {
+				t.Fatalf("a wrong password and an unknown user differ:\n%s\n%s", a, b)
+			}
+			// Users the config knows are not looked up.
+			if err := loginErr(t, p, benchUser, benchPass, "bench"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestAuthQueryBroken: an auth_query that cannot run gives the client a
+// clear FATAL and the operator a warning saying what to fix.
+func TestAuthQueryBroken(t *testing.T) {
+	createRole(t, "aq_lookup", "SUPERUSER PASSWORD 'aq-lookup-pw'")
+	createRole(t, "aq_user", "PASSWORD 'aq-pw'")
+	for _, tc := range []struct {
+		name string
+		edit func(*config.Config)
+		log  string
+	}{
+		{"bad query", func(c *config.Config) {
+			c.Pgmts.AuthQuery = "SELECT usename, passwd FROM no_such_table WHERE usename=$1"
+		},
+			`auth_query failed (check pgmts.auth_query, and that auth_user \"aq_lookup\" may read what it selects): ERROR: relation \"no_such_table\" does not exist`},
+		{"one column", func(c *config.Config) { c.Pgmts.AuthQuery = "SELECT passwd FROM pg_shadow WHERE usename=$1" },
+			"auth_query returned 1 columns; it must return two"},
+		{"auth_user cannot log in", func(c *config.Config) { c.Users["aq_lookup"] = config.User{Password: "wrong"} },
+			`auth_user \"aq_lookup\" cannot log in to PostgreSQL (check auth_user, its plain-text password in [users] or auth_file, and pg_hba.conf)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logBuffer{}
+			p := startPgmtsLog(t, func(c *config.Config) {
+				withAuthQuery(c)
+				tc.edit(c)
+			}, logs)
+			err := loginErr(t, p, "aq_user", "aq-pw", "forced")
+			if sqlState(err) != "28000" || !strings.Contains(err.Error(), `pgmts could not look up the password of user "aq_user": auth_query failed`) {
+				t.Fatalf("login: %v", err)
+			}
+			if !strings.Contains(logs.String(), "auth_query lookup failed") || !strings.Contains(logs.String(), tc.log) {
+				t.Fatalf("log lacks %q:\n%s", tc.log, logs)
+			}
+			if err := loginErr(t, p, benchUser, benchPass, "bench"); err != nil {
+				t.Fatalf("a user with a password in the config: %v", err)
+			}
+		})
+	}
+}
