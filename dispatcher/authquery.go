@@ -62,3 +62,17 @@ func (cc *clientConn) await(start func(answer func(then func() gnet.Action))) gn
 	}
 	return inline()
 }
+
+// passthrough is what this login leaves the pool to log in to PostgreSQL
+// with when it has no password: the SCRAM keys the client proved against a
+// verifier, or the user's md5 hash.
+func (l *login) passthrough() (auth.Passthrough, bool) {
+	var pt auth.Passthrough
+	if l.scram != nil {
+		pt.SCRAM = l.scram.Keys()
+	}
+	if hash, ok := l.secret.MD5Hash(); ok && l.known {
+		pt.MD5 = hash
+	}
+	return pt, pt.SCRAM != nil || pt.MD5 != ""
+}

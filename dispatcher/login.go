@@ -285,6 +285,9 @@ func (cc *clientConn) authenticated() gnet.Action {
 		return cc.fatal(e)
 	}
 	l.pool = pool
+	if pt, ok := l.passthrough(); ok {
+		pool.Backend.Passthrough(pt)
+	}
 	cc.phase = phasePreparing
 	// Prepare answers at once when the pool already knows its server's
 	// parameters; otherwise the answer comes from another goroutine and is

@@ -2,13 +2,16 @@ package integration
 
 import (
 	"bytes"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/pgtest"
 )
 
 // logBuffer collects pgmts's log lines for a test to read.
@@ -127,5 +130,109 @@ func TestAuthQueryBroken(t *testing.T) {
 				t.Fatalf("a user with a password in the config: %v", err)
 			}
 		})
+	}
+}
+
+// TestAuthQueryPassthrough: a user whose password only PostgreSQL has logs
+// in through auth_query, and pgmts logs in to PostgreSQL as that user with
+// the SCRAM keys the client proved: no password is stored in pgmts.
+func TestAuthQueryPassthrough(t *testing.T) {
+	createRole(t, "aq_lookup", "SUPERUSER PASSWORD 'aq-lookup-pw'")
+	createRole(t, "aq_user", "PASSWORD 'aq-pw'")
+	p := startPgmts(t, withAuthQuery)
+	for i := range 3 {
+		c, err := pgx.Connect(ctx10(t), p.dsn("aq_user", "aq-pw", "bench"))
+		if err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+		if got := queryString(t, c, "SELECT current_user::text"); got != "aq_user" {
+			t.Fatalf("current_user = %q", got)
+		}
+		if got := queryString(t, c, "SELECT string_agg(x::text, ',') FROM generate_series(1, $1::int) x", i+1); got != "1,2,3"[:2*i+1] {
+			t.Fatalf("query: %q", got)
+		}
+		c.Close(ctx10(t))
+	}
+	if err := loginErr(t, p, "aq_user", "wrong", "bench"); sqlState(err) != "28P01" {
+		t.Fatalf("wrong password: %v", err)
+	}
+}
+
+// verifierOf is the SCRAM verifier PostgreSQL stores for role.
+func verifierOf(t *testing.T, role string) string {
+	t.Helper()
+	c, err := pgx.Connect(ctx10(t), cluster.DSN("postgres", "", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx10(t))
+	return queryString(t, c, "SELECT rolpassword FROM pg_authid WHERE rolname = $1", role)
+}
+
+// TestPassthroughVerifier: with pg_authid's SCRAM verifier in [users] and
+// no plain password anywhere, the client's proof logs pgmts in to
+// PostgreSQL, over psql and pgx, with TLS off or preferred.
+func TestPassthroughVerifier(t *testing.T) {
+	createRole(t, "aq_user", "PASSWORD 'aq-pw'")
+	verifier := verifierOf(t, "aq_user")
+	for _, tlsMode := range []string{"disable", "prefer"} {
+		t.Run(tlsMode, func(t *testing.T) {
+			p := startPgmts(t, func(c *config.Config) {
+				c.Pgmts.ServerTLSMode = tlsMode
+				c.Users["aq_user"] = config.User{Password: verifier}
+			})
+			c, err := pgx.Connect(ctx10(t), p.dsn("aq_user", "aq-pw", "bench"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(ctx10(t))
+			if got := queryString(t, c, "SELECT current_user::text"); got != "aq_user" {
+				t.Fatalf("current_user = %q", got)
+			}
+			psql, err := pgtest.FindBin("psql")
+			if err != nil {
+				t.Skip(err)
+			}
+			cmd := exec.Command(psql, "-XAtc", "SELECT current_user", p.dsn("aq_user", "aq-pw", "bench"))
+			if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "aq_user" {
+				t.Fatalf("psql: %v %s", err, out)
+			}
+		})
+	}
+}
+
+// TestPassthroughVerifierMismatch: a verifier in pgmts that is not
+// PostgreSQL's (same password, other salt) lets the client in to pgmts,
+// but PostgreSQL refuses the keys: the client gets PostgreSQL's error and
+// the log says the verifiers must match.
+func TestPassthroughVerifierMismatch(t *testing.T) {
+	createRole(t, "aq_user", "PASSWORD 'aq-pw'")
+	logs := &logBuffer{}
+	p := startPgmtsLog(t, func(c *config.Config) {
+		c.Users["aq_user"] = config.User{Password: auth.SCRAMVerifier("aq-pw", []byte("not-postgres-salt"), 4096)}
+	}, logs)
+	err := loginErr(t, p, "aq_user", "aq-pw", "bench")
+	if sqlState(err) != "28P01" || !strings.Contains(err.Error(), `password authentication failed for user "aq_user"`) {
+		t.Fatalf("login: %v", err)
+	}
+	if want := "the SCRAM verifier pgmts has for it ([users], auth_file or auth_query) must be the one in pg_authid"; !strings.Contains(logs.String(), want) {
+		t.Fatalf("log lacks %q:\n%s", want, logs)
+	}
+}
+
+// TestPassthroughMD5: an md5 hash in [users] logs pgmts in to a
+// PostgreSQL that asks for md5, with no plain password stored.
+func TestPassthroughMD5(t *testing.T) {
+	p := startPgmts(t, func(c *config.Config) {
+		c.Pgmts.AuthType = "md5"
+		c.Users["be_md5"] = config.User{Password: auth.MD5Password("be_md5", "pw-md5")}
+	})
+	c, err := pgx.Connect(ctx10(t), p.dsn("be_md5", "pw-md5", "bench"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx10(t))
+	if got := queryString(t, c, "SELECT current_user::text"); got != "be_md5" {
+		t.Fatalf("current_user = %q", got)
 	}
 }

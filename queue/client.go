@@ -22,6 +22,10 @@ type Backend interface {
 	Prepare(done func(params map[string]string, err error))
 	// Cancel cancels the query the client's server is running, if any.
 	Cancel(c *Client)
+	// Passthrough hands over what a client's successful login left to log
+	// in to PostgreSQL as its user without a plain password (SCRAM keys,
+	// md5 hash). The dispatcher calls it before Prepare.
+	Passthrough(p auth.Passthrough)
 }
 
 // Pool is one pool (database + user) as the dispatchers see it.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/circuits"
 	"github.com/pgmts/pgmts/config"
 	"github.com/pgmts/pgmts/queue"
@@ -70,9 +71,6 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 	pool.q = &queue.Pool{Name: database + "/" + user, Config: pc, Mode: mode, Requests: &queue.RequestQueue{}, Backend: pool}
 	pool.q.Requests.OnWait = pool.grow
 	p.pools[key] = pool
-	pool.mu.Lock()
-	pool.keepMinimum()
-	pool.mu.Unlock()
 	return pool.q, nil
 }
 
@@ -152,6 +150,9 @@ type Pool struct {
 	// params is the ParameterStatus set of the last server that logged in.
 	params    map[string]string
 	preparing []func(map[string]string, error)
+	// passthrough is what the last clients' logins left to log in with
+	// when the pool has no password (see Passthrough).
+	passthrough auth.Passthrough
 }
 
 // grow starts a server when requests wait and the pool is below its cap.
@@ -240,9 +241,29 @@ func (p *Pool) closeAll() {
 	}
 }
 
-// Prepare implements queue.Backend.
+// Passthrough implements queue.Backend. It applies only when the pool
+// logs in as the client's user with no password of its own. The latest
+// keys win: a client proved them against the verifier auth_query or the
+// config has now.
+func (p *Pool) Passthrough(pt auth.Passthrough) {
+	if p.cfg.BackendPassword != "" || p.cfg.BackendUser != p.cfg.User {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pt.SCRAM != nil {
+		p.passthrough.SCRAM = pt.SCRAM
+	}
+	if pt.MD5 != "" {
+		p.passthrough.MD5 = pt.MD5
+	}
+}
+
+// Prepare implements queue.Backend. The pool's first Prepare, not Route,
+// opens its shared_servers: Passthrough comes between the two.
 func (p *Pool) Prepare(done func(map[string]string, error)) {
 	p.mu.Lock()
+	p.keepMinimum()
 	if p.params != nil {
 		params := p.params
 		p.mu.Unlock()

@@ -91,6 +91,30 @@ func connect(p *Pool) (*Server, error) {
 	network, address := backendAddress(p.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ServerConnectTimeout)
 	defer cancel()
+	p.mu.Lock()
+	pt := p.passthrough
+	p.mu.Unlock()
+	var hj *pgconn.HijackedConn
+	if pt.SCRAM != nil || pt.MD5 != "" {
+		hj, err = loginPassthrough(ctx, cfg, pt)
+	} else {
+		hj, err = loginPgconn(ctx, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		pool: p, conn: hj.Conn, pid: hj.PID, loginParams: hj.ParameterStatuses,
+		cancel:   queue.CancelTarget{Network: network, Address: address, PID: hj.PID, Key: hj.SecretKey},
+		log:      p.log.With("backend_pid", hj.PID),
+		released: make(chan struct{}, 1), dead: make(chan struct{}),
+		settings: map[string]string{}, statements: map[string]string{},
+	}
+	return s, nil
+}
+
+// loginPgconn logs in with pgconn and takes over its socket.
+func loginPgconn(ctx context.Context, cfg *pgconn.Config) (*pgconn.HijackedConn, error) {
 	pc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -110,14 +134,7 @@ func connect(p *Pool) (*Server, error) {
 		hj.Conn.Close()
 		return nil, errors.New("backend sent data before the first request")
 	}
-	s := &Server{
-		pool: p, conn: hj.Conn, pid: hj.PID, loginParams: hj.ParameterStatuses,
-		cancel:   queue.CancelTarget{Network: network, Address: address, PID: hj.PID, Key: hj.SecretKey},
-		log:      p.log.With("backend_pid", hj.PID),
-		released: make(chan struct{}, 1), dead: make(chan struct{}),
-		settings: map[string]string{}, statements: map[string]string{},
-	}
-	return s, nil
+	return hj, nil
 }
 
 // connValue quotes a value for a libpq-style connection string.
