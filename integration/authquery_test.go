@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -234,5 +235,32 @@ func TestPassthroughMD5(t *testing.T) {
 	defer c.Close(ctx10(t))
 	if got := queryString(t, c, "SELECT current_user::text"); got != "be_md5" {
 		t.Fatalf("current_user = %q", got)
+	}
+}
+
+// TestAuthQueryCache: answers, "no such user" too, are reused for
+// auth_cache_ttl, then asked again.
+func TestAuthQueryCache(t *testing.T) {
+	createRole(t, "aq_lookup", "SUPERUSER PASSWORD 'aq-lookup-pw'")
+	if err := cluster.Exec("DROP ROLE IF EXISTS aq_late"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Exec("DROP ROLE IF EXISTS aq_late") })
+	p := startPgmts(t, func(c *config.Config) {
+		withAuthQuery(c)
+		c.Pgmts.AuthCacheTTL = time.Second
+	})
+	if err := loginErr(t, p, "aq_late", "late-pw", "bench"); sqlState(err) != "28P01" {
+		t.Fatalf("before the role exists: %v", err)
+	}
+	if err := cluster.Exec("CREATE ROLE aq_late LOGIN PASSWORD 'late-pw'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := loginErr(t, p, "aq_late", "late-pw", "bench"); sqlState(err) != "28P01" {
+		t.Fatalf("within auth_cache_ttl of the first answer: %v", err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := loginErr(t, p, "aq_late", "late-pw", "bench"); err != nil {
+		t.Fatalf("after auth_cache_ttl: %v", err)
 	}
 }
