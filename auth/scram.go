@@ -104,9 +104,18 @@ func parseVerifier(v string) (scram.StoredCredentials, error) {
 }
 
 // SCRAMExchange is the server side of one SCRAM-SHA-256 authentication.
+// It keeps the messages so that a client's proof against a verifier
+// yields the SCRAM keys, for passthrough.
 type SCRAMExchange struct {
-	user string
-	conv *scram.ServerConversation
+	user  string
+	conv  *scram.ServerConversation
+	creds scram.StoredCredentials
+	// verifier: creds are a stored verifier, not derived by pgmts from a
+	// plain password (whose keys PostgreSQL would not accept).
+	verifier        bool
+	clientFirstBare string
+	serverFirst     string
+	keys            *SCRAMKeys
 }
 
 // NewSCRAM starts a server-side SCRAM-SHA-256 exchange for user, the user
@@ -130,11 +139,14 @@ func (s Secret) NewSCRAM(user string, binding []byte) (*SCRAMExchange, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: user %q: %w", user, err)
 	}
+	x := &SCRAMExchange{user: user, creds: creds, verifier: s.kind == KindSCRAM}
 	if binding == nil {
-		return &SCRAMExchange{user: user, conv: server.NewConversation()}, nil
+		x.conv = server.NewConversation()
+	} else {
+		cb := scram.ChannelBinding{Type: scram.ChannelBindingTLSServerEndpoint, Data: binding}
+		x.conv = server.NewConversationWithChannelBinding(cb)
 	}
-	cb := scram.ChannelBinding{Type: scram.ChannelBindingTLSServerEndpoint, Data: binding}
-	return &SCRAMExchange{user: user, conv: server.NewConversationWithChannelBinding(cb)}, nil
+	return x, nil
 }
 
 // Step takes the client's next message and returns the server's answer: the
@@ -148,8 +160,22 @@ func (x *SCRAMExchange) Step(clientMessage string) (serverMessage string, err er
 	case err != nil:
 		return "", fmt.Errorf("auth: SCRAM exchange for user %q: %w", x.user, err)
 	}
+	switch {
+	case x.serverFirst == "":
+		x.clientFirstBare, x.serverFirst = bareClientFirst(clientMessage), msg
+	case x.verifier && x.conv.Valid():
+		withoutProof, proof, ok := splitClientFinal(clientMessage)
+		authMessage := x.clientFirstBare + "," + x.serverFirst + "," + withoutProof
+		if key, valid := recoverClientKey(x.creds.StoredKey, authMessage, proof); ok && valid {
+			x.keys = &SCRAMKeys{ClientKey: key, ServerKey: x.creds.ServerKey}
+		}
+	}
 	return msg, nil
 }
+
+// Keys returns the SCRAM keys a successful exchange against a stored
+// verifier revealed (nil otherwise), to log in to PostgreSQL as the user.
+func (x *SCRAMExchange) Keys() *SCRAMKeys { return x.keys }
 
 // Done reports whether the client has proved it knows the password, i.e. the
 // last Step returned server-final and authentication succeeded.

@@ -63,6 +63,12 @@ type Global struct {
 	ClientTLSCertFile string `toml:"client_tls_cert_file"` // pgmts's certificate chain (PEM)
 	ClientTLSKeyFile  string `toml:"client_tls_key_file"`
 	ClientTLSCAFile   string `toml:"client_tls_ca_file"` // CAs that sign client certificates
+	// AuthUser looks up, with AuthQuery, the password of a user that has
+	// none in [users] or auth_file; "" = no lookups. Its own password is
+	// its [users] entry, in plain text.
+	AuthUser     string        `toml:"auth_user"`
+	AuthQuery    string        `toml:"auth_query"`     // $1 is the user name; returns (name, password)
+	AuthCacheTTL time.Duration `toml:"auth_cache_ttl"` // how long an answer (found or not) is reused; 0 = never
 }
 
 // PoolSettings is the [pool] section: defaults for every pool.
@@ -79,10 +85,11 @@ type PoolSettings struct {
 type Database struct {
 	Host             string `toml:"host"` // hostname, IP or absolute unix socket directory
 	Port             int    `toml:"port"`
-	DBName           string `toml:"dbname"`   // "" = the name the client asked for
-	User             string `toml:"user"`     // optional: force backend login user
-	Password         string `toml:"password"` // optional: backend login password
-	Mode             string `toml:"mode"`     // optional override of [pool]
+	DBName           string `toml:"dbname"`    // "" = the name the client asked for
+	User             string `toml:"user"`      // optional: force backend login user
+	Password         string `toml:"password"`  // optional: backend login password
+	Mode             string `toml:"mode"`      // optional override of [pool]
+	AuthUser         string `toml:"auth_user"` // optional override of pgmts.auth_user
 	SharedServers    *int   `toml:"shared_servers"`
 	MaxSharedServers *int   `toml:"max_shared_servers"`
 }
@@ -110,6 +117,8 @@ func Default() Config {
 			ClientLoginTimeout: 60 * time.Second,
 			ServerTLSMode:      "prefer",
 			ClientTLSMode:      "disable",
+			AuthQuery:          "SELECT usename, passwd FROM pg_shadow WHERE usename=$1",
+			AuthCacheTTL:       30 * time.Second,
 		},
 		Pool: PoolSettings{
 			Mode:                 "transaction",
@@ -349,6 +358,12 @@ func (c *Config) validate() error {
 	if g.AuthType == "cert" && (g.ClientTLSMode == "disable" || g.ClientTLSCAFile == "") {
 		return errors.New(`pgmts.auth_type: "cert" needs client_tls_mode other than "disable" and client_tls_ca_file, to verify client certificates`)
 	}
+	if !strings.Contains(g.AuthQuery, "$1") {
+		return fmt.Errorf("pgmts.auth_query: %q has no $1, where pgmts puts the user name", g.AuthQuery)
+	}
+	if g.AuthCacheTTL < 0 {
+		return fmt.Errorf("pgmts.auth_cache_ttl: %s is negative", g.AuthCacheTTL)
+	}
 
 	p := &c.Pool
 	if err := checkOneOf("pool.mode", p.Mode, poolModes); err != nil {
@@ -522,4 +537,65 @@ func (c *Config) PoolFor(database, user string) (PoolConfig, bool) {
 // IsAdminUser reports whether name may use the admin console.
 func (c *Config) IsAdminUser(name string) bool {
 	return slices.Contains(c.Pgmts.AdminUsers, name)
+}
+
+// AuthQuery is how to look up, with auth_query, the password of a user the
+// config does not know: the query, run as auth_user in the backend
+// database of the client's [databases] section.
+type AuthQuery struct {
+	Host           string
+	Port           int
+	DBName         string
+	User, Password string // auth_user and its plain [users] password ("" if none)
+	Query          string
+	CacheTTL       time.Duration
+	ConnectTimeout time.Duration
+}
+
+// AuthQueryFor resolves the auth_query lookup for clients of database;
+// false when no auth_user applies (or no section serves database).
+func (c *Config) AuthQueryFor(database string) (AuthQuery, bool) {
+	db, ok := c.Databases[database]
+	if !ok {
+		if db, ok = c.Databases["*"]; !ok {
+			return AuthQuery{}, false
+		}
+	}
+	user := cmp.Or(db.AuthUser, c.Pgmts.AuthUser)
+	if user == "" {
+		return AuthQuery{}, false
+	}
+	return AuthQuery{
+		Host:           db.Host,
+		Port:           db.Port,
+		DBName:         cmp.Or(db.DBName, database),
+		User:           user,
+		Password:       c.Users[user].Password, // plain: checked at load
+		Query:          c.Pgmts.AuthQuery,
+		CacheTTL:       c.Pgmts.AuthCacheTTL,
+		ConnectTimeout: c.Pool.ServerConnectTimeout,
+	}, true
+}
+
+// checkAuthUsers runs once auth_file is merged: an auth_user logs in to
+// PostgreSQL, which needs its password in plain text.
+func (c *Config) checkAuthUsers() error {
+	check := func(key, user string) error {
+		if user == "" {
+			return nil
+		}
+		if kind, _ := auth.StoredKind(c.Users[user].Password); kind != auth.KindPlain && kind != auth.KindNone {
+			return fmt.Errorf("%s: %q logs in to PostgreSQL to run auth_query, so its password in [users] or auth_file must be plain text, not a hash or verifier", key, user)
+		}
+		return nil
+	}
+	if err := check("pgmts.auth_user", c.Pgmts.AuthUser); err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Databases)) {
+		if err := check(toml.Key{"databases", name, "auth_user"}.String(), c.Databases[name].AuthUser); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -195,6 +195,42 @@ func TestPoolFor(t *testing.T) {
 	}
 }
 
+func TestAuthQueryFor(t *testing.T) {
+	cfg := mustParse(t, `
+[pgmts]
+auth_user = "lookup"
+auth_cache_ttl = "5s"
+[databases.app]
+host = "db1"
+dbname = "app_prod"
+[databases.other]
+auth_user = "other_lookup"
+[databases.none]
+auth_user = ""
+[users.lookup]
+password = "lookup-pw"
+`)
+	got, ok := cfg.AuthQueryFor("app")
+	want := AuthQuery{Host: "db1", Port: 5432, DBName: "app_prod", User: "lookup", Password: "lookup-pw",
+		Query: "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", CacheTTL: 5 * time.Second, ConnectTimeout: 15 * time.Second}
+	if !ok || got != want {
+		t.Errorf("AuthQueryFor(app) = %+v, %v\nwant %+v", got, ok, want)
+	}
+	if got, ok := cfg.AuthQueryFor("other"); !ok || got.User != "other_lookup" || got.Password != "" || got.DBName != "other" {
+		t.Errorf("AuthQueryFor(other) = %+v, %v", got, ok)
+	}
+	// "" inherits pgmts.auth_user, as an unset key does.
+	if got, ok := cfg.AuthQueryFor("none"); !ok || got.User != "lookup" {
+		t.Errorf("AuthQueryFor(none) = %+v, %v", got, ok)
+	}
+	if _, ok := cfg.AuthQueryFor("missing"); ok {
+		t.Error("AuthQueryFor of a database no section serves")
+	}
+	if _, ok := mustParse(t, "[databases.app]\n").AuthQueryFor("app"); ok {
+		t.Error("AuthQueryFor without auth_user")
+	}
+}
+
 func TestDurations(t *testing.T) {
 	cfg := mustParse(t, "[pgmts]\nshutdown_timeout = \"250ms\"\n[pool]\nserver_connect_timeout = \"1h2m3s\"\nquery_wait_timeout = \"0\"\n")
 	if cfg.Pgmts.ShutdownTimeout != 250*time.Millisecond || cfg.Pool.ServerConnectTimeout != time.Hour+2*time.Minute+3*time.Second || cfg.Pool.QueryWaitTimeout != 0 {
@@ -233,6 +269,11 @@ func TestErrors(t *testing.T) {
 		{`pgmts.shutdown_timeout = "-1s"`, `config: pgmts.shutdown_timeout: -1s is negative`},
 		{`pgmts.client_login_timeout = "-1s"`, `config: pgmts.client_login_timeout: -1s is negative`},
 		{`pgmts.debug_pprof = "yes"`, `config: pgmts.debug_pprof`},
+		{`pgmts.auth_query = "SELECT usename, passwd FROM pg_shadow"`, `config: pgmts.auth_query: "SELECT usename, passwd FROM pg_shadow" has no $1, where pgmts puts the user name`},
+		{`pgmts.auth_cache_ttl = "-1s"`, `config: pgmts.auth_cache_ttl: -1s is negative`},
+		{`pgmts.auth_user = 1`, `config: pgmts.auth_user: must be a string`},
+		{"pgmts.auth_user = \"lookup\"\nusers.lookup.password = \"md5" + strings.Repeat("0", 32) + "\"", `config: pgmts.auth_user: "lookup" logs in to PostgreSQL to run auth_query, so its password in [users] or auth_file must be plain text`},
+		{"databases.app.auth_user = \"lookup\"\nusers.lookup.password = \"md5" + strings.Repeat("0", 32) + "\"", `config: databases.app.auth_user: "lookup" logs in`},
 		{`pgmts = 1`, `config: pgmts: must be a table`},
 		{"[[pgmts]]\nlisten = \":1\"", `config: pgmts: must be a table`},
 		// [pool]

@@ -121,7 +121,7 @@ func (c *Config) loadFiles(dir string) error {
 		}
 		c.hbaRules = rules
 	}
-	return nil
+	return c.checkAuthUsers()
 }
 
 // LoadCAFile reads a PEM file of CA certificates.

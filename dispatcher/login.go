@@ -8,7 +8,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/panjf2000/gnet/v2"
@@ -159,16 +158,28 @@ func (cc *clientConn) begin(st *wire.Startup) gnet.Action {
 		werr.Detail = ""
 		return cc.fatal(werr)
 	}
-	l.secret, l.known = cc.d.g.secrets[l.user]
-	if !l.known || l.secret.Kind() == auth.KindNone {
-		l.secret, l.known = cc.d.g.decoy, false
-	}
 	method, werr := cc.authMethod()
 	if werr != nil {
 		cc.d.log.Warn("client refused by auth_hba_file", "user", l.user, "database", l.database, "addr", cc.c.RemoteAddr(), "reason", werr.Message)
 		return cc.fatal(werr)
 	}
 	l.method = method
+	l.secret, l.known = cc.d.g.secrets[l.user]
+	if l.method != "trust" && (!l.known || l.secret.Kind() == auth.KindNone) {
+		return cc.lookupUser() // auth_query; it calls challenge
+	}
+	return cc.challenge()
+}
+
+// challenge asks the client for its password, by l.method.
+func (cc *clientConn) challenge() gnet.Action {
+	l := cc.login
+	if !l.known || l.secret.Kind() == auth.KindNone {
+		l.secret, l.known = cc.d.g.decoy, false
+	}
+	if l.method == "md5" && l.secret.Kind() == auth.KindSCRAM {
+		l.method = "scram-sha-256" // as PostgreSQL upgrades md5 to SCRAM
+	}
 	switch l.method {
 	case "trust":
 		return cc.authenticated()
@@ -230,9 +241,6 @@ func (cc *clientConn) authMethod() (string, *wire.Error) {
 		default:
 			method = rule.Method
 		}
-	}
-	if method == "md5" && l.secret.Kind() == auth.KindSCRAM {
-		method = "scram-sha-256" // as PostgreSQL upgrades md5 to SCRAM
 	}
 	return method, nil
 }
@@ -363,31 +371,17 @@ func (cc *clientConn) authenticated() gnet.Action {
 		return cc.fatal(e)
 	}
 	l.pool = pool
+	if pt, ok := l.passthrough(); ok {
+		pool.Backend.Passthrough(pt)
+	}
 	cc.phase = phasePreparing
 	// Prepare answers at once when the pool already knows its server's
-	// parameters; otherwise the answer comes from another goroutine and is
-	// carried back onto this loop.
-	var state atomic.Int32 // 0 = in Prepare, 1 = returned, 2 = answered inline
-	var params map[string]string
-	var perr error
-	pool.Backend.Prepare(func(p map[string]string, err error) {
-		if state.CompareAndSwap(0, 2) {
-			params, perr = p, err
-			return
-		}
-		cc.d.run(func() {
-			if action := cc.ready(p, err); action == gnet.Close {
-				cc.closed = true
-				_ = cc.c.Close()
-			} else {
-				cc.resume()
-			}
+	// parameters; otherwise the answer comes from another goroutine.
+	return cc.await(func(answer func(then func() gnet.Action)) {
+		pool.Backend.Prepare(func(p map[string]string, err error) {
+			answer(func() gnet.Action { return cc.ready(p, err) })
 		})
 	})
-	if state.CompareAndSwap(0, 1) {
-		return gnet.None
-	}
-	return cc.ready(params, perr)
 }
 
 // ready finishes the login: ParameterStatus set, BackendKeyData, and

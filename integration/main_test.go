@@ -236,15 +236,26 @@ func baseConfig(t testing.TB) *config.Config {
 // startPgmts starts pgmts in-process with the base config changed by edit.
 func startPgmts(t testing.TB, edit func(*config.Config)) *pgmts {
 	t.Helper()
+	return startPgmtsLog(t, edit, nil)
+}
+
+// startPgmtsLog is startPgmts with pgmts's warnings also written to logs
+// (which must be safe for concurrent use), when it is not nil.
+func startPgmtsLog(t testing.TB, edit func(*config.Config), logs io.Writer) *pgmts {
+	t.Helper()
 	needCluster(t)
 	cfg := baseConfig(t)
 	if edit != nil {
 		edit(cfg)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var out []io.Writer
+	if logs != nil {
+		out = append(out, logs)
 	}
+	if testing.Verbose() {
+		out = append(out, os.Stderr)
+	}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(out...), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	pools := sharedserver.NewPools(cfg, log)
 	group, err := dispatcher.New(cfg, pools, log)
 	if err != nil {

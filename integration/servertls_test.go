@@ -147,39 +147,50 @@ func TestServerTLS(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = tlsCluster.Stop() })
 
+	// The same logins again with pg_authid's verifier in pgmts and no
+	// plain password: SCRAM passthrough over TLS.
+	admin, err := pgx.Connect(ctx10(t), tlsCluster.DSN("postgres", "", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := queryString(t, admin, "SELECT rolpassword FROM pg_authid WHERE rolname = 'tlsonly'")
+	admin.Close(ctx10(t))
+
 	otherCA := t.TempDir()
 	testCA(t, otherCA)
-	for _, tc := range []struct {
-		mode, ca string
-		refusal  string // "" when the login must work
-	}{
-		{"disable", "", "no encryption"},
-		{"prefer", "", ""},
-		{"require", "", ""},
-		{"verify-full", filepath.Join(dir, "ca.crt"), ""},
-		{"verify-ca", filepath.Join(otherCA, "ca.crt"), "certificate"},
-	} {
-		t.Run(tc.mode, func(t *testing.T) {
-			p := startPgmts(t, func(c *config.Config) {
-				c.Pgmts.ServerTLSMode = tc.mode
-				c.Pgmts.ServerTLSCAFile = tc.ca
-				c.Users["tlsonly"] = config.User{Password: "tls-pw"}
-				c.Databases["tlsdb"] = config.Database{Host: "127.0.0.1", Port: tlsCluster.Port}
-			})
-			conn, err := pgx.Connect(ctx10(t), p.dsn("tlsonly", "tls-pw", "tlsdb"))
-			if tc.refusal != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.refusal) {
-					t.Fatalf("server_tls_mode = %s: %v, want an error about %q", tc.mode, err, tc.refusal)
+	for _, secret := range []struct{ suffix, stored string }{{"", "tls-pw"}, {"/passthrough", verifier}} {
+		for _, tc := range []struct {
+			mode, ca string
+			refusal  string // "" when the login must work
+		}{
+			{"disable", "", "no encryption"},
+			{"prefer", "", ""},
+			{"require", "", ""},
+			{"verify-full", filepath.Join(dir, "ca.crt"), ""},
+			{"verify-ca", filepath.Join(otherCA, "ca.crt"), "certificate"},
+		} {
+			t.Run(tc.mode+secret.suffix, func(t *testing.T) {
+				p := startPgmts(t, func(c *config.Config) {
+					c.Pgmts.ServerTLSMode = tc.mode
+					c.Pgmts.ServerTLSCAFile = tc.ca
+					c.Users["tlsonly"] = config.User{Password: secret.stored}
+					c.Databases["tlsdb"] = config.Database{Host: "127.0.0.1", Port: tlsCluster.Port}
+				})
+				conn, err := pgx.Connect(ctx10(t), p.dsn("tlsonly", "tls-pw", "tlsdb"))
+				if tc.refusal != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.refusal) {
+						t.Fatalf("server_tls_mode = %s: %v, want an error about %q", tc.mode, err, tc.refusal)
+					}
+					return
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close(ctx10(t))
-			if got := queryString(t, conn, "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"); got != "true" {
-				t.Fatalf("backend connection not on TLS: ssl = %s", got)
-			}
-		})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close(ctx10(t))
+				if got := queryString(t, conn, "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"); got != "true" {
+					t.Fatalf("backend connection not on TLS: ssl = %s", got)
+				}
+			})
+		}
 	}
 }

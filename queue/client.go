@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/circuits"
 	"github.com/pgmts/pgmts/config"
 	"github.com/pgmts/pgmts/wire"
@@ -21,6 +22,10 @@ type Backend interface {
 	Prepare(done func(params map[string]string, err error))
 	// Cancel cancels the query the client's server is running, if any.
 	Cancel(c *Client)
+	// Passthrough hands over what a client's successful login left to log
+	// in to PostgreSQL as its user without a plain password (SCRAM keys,
+	// md5 hash). The dispatcher calls it before Prepare.
+	Passthrough(p auth.Passthrough)
 }
 
 // Pool is one pool (database + user) as the dispatchers see it.
@@ -32,9 +37,15 @@ type Pool struct {
 	Backend  Backend
 }
 
-// Router finds the pool for a client's database and user.
+// Router finds the pool for a client's database and user, and the
+// password of a user the config does not know.
 type Router interface {
 	Route(database, user string) (*Pool, error)
+	// LookupUser finds user's password with auth_query, for a client of
+	// database, and calls done from any goroutine (or at once, e.g. from a
+	// cache): a KindNone secret when there is no such user or no auth_user
+	// for database, an error when the lookup itself failed.
+	LookupUser(database, user string, done func(auth.Secret, error))
 }
 
 type clientState int

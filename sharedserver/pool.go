@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/circuits"
 	"github.com/pgmts/pgmts/config"
 	"github.com/pgmts/pgmts/queue"
@@ -32,11 +33,13 @@ type Pools struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup // every goroutine this package starts
+
+	auth authQueries
 }
 
 // NewPools starts the pool registry (and its query_wait_timeout sweeper).
 func NewPools(cfg *config.Config, log *slog.Logger) *Pools {
-	p := &Pools{cfg: cfg, log: log, pools: map[string]*Pool{}, stop: make(chan struct{})}
+	p := &Pools{cfg: cfg, log: log, pools: map[string]*Pool{}, stop: make(chan struct{}), auth: newAuthQueries()}
 	p.wg.Add(1)
 	go p.sweep()
 	return p
@@ -68,9 +71,6 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 	pool.q = &queue.Pool{Name: database + "/" + user, Config: pc, Mode: mode, Requests: &queue.RequestQueue{}, Backend: pool}
 	pool.q.Requests.OnWait = pool.grow
 	p.pools[key] = pool
-	pool.mu.Lock()
-	pool.keepMinimum()
-	pool.mu.Unlock()
 	return pool.q, nil
 }
 
@@ -85,6 +85,7 @@ func (p *Pools) sweep() {
 			return
 		case <-t.C:
 		}
+		p.auth.prune(time.Now())
 		p.mu.Lock()
 		pools := make([]*Pool, 0, len(p.pools))
 		for _, pool := range p.pools {
@@ -119,6 +120,7 @@ func (p *Pools) Close() {
 		pool.closeAll()
 	}
 	p.wg.Wait()
+	p.auth.closeAll()
 }
 
 // BackendCount is the number of backend connections open or opening.
@@ -148,6 +150,9 @@ type Pool struct {
 	// params is the ParameterStatus set of the last server that logged in.
 	params    map[string]string
 	preparing []func(map[string]string, error)
+	// passthrough is what the last clients' logins left to log in with
+	// when the pool has no password (see Passthrough).
+	passthrough auth.Passthrough
 }
 
 // grow starts a server when requests wait and the pool is below its cap.
@@ -236,9 +241,29 @@ func (p *Pool) closeAll() {
 	}
 }
 
-// Prepare implements queue.Backend.
+// Passthrough implements queue.Backend. It applies only when the pool
+// logs in as the client's user with no password of its own. The latest
+// keys win: a client proved them against the verifier auth_query or the
+// config has now.
+func (p *Pool) Passthrough(pt auth.Passthrough) {
+	if p.cfg.BackendPassword != "" || p.cfg.BackendUser != p.cfg.User {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pt.SCRAM != nil {
+		p.passthrough.SCRAM = pt.SCRAM
+	}
+	if pt.MD5 != "" {
+		p.passthrough.MD5 = pt.MD5
+	}
+}
+
+// Prepare implements queue.Backend. The pool's first Prepare, not Route,
+// opens its shared_servers: Passthrough comes between the two.
 func (p *Pool) Prepare(done func(map[string]string, error)) {
 	p.mu.Lock()
+	p.keepMinimum()
 	if p.params != nil {
 		params := p.params
 		p.mu.Unlock()

@@ -62,11 +62,12 @@ type Server struct {
 	spare []byte
 }
 
-func connect(p *Pool) (*Server, error) {
+// connConfig is pgconn's config for a login to host and port as user.
+func (p *Pools) connConfig(host string, port int, dbname, user, password string, timeout time.Duration) (*pgconn.Config, error) {
 	// Host, port and TLS go through the connection string so that pgconn
 	// builds its TLS config (and prefer's plaintext fallback) as libpq would.
-	g := p.parent.cfg.Pgmts
-	conn := fmt.Sprintf("host=%s port=%d sslmode=%s", connValue(p.cfg.Host), p.cfg.Port, g.ServerTLSMode)
+	g := p.cfg.Pgmts
+	conn := fmt.Sprintf("host=%s port=%d sslmode=%s", connValue(host), port, g.ServerTLSMode)
 	for key, file := range map[string]string{"sslrootcert": g.ServerTLSCAFile, "sslcert": g.ServerTLSCertFile, "sslkey": g.ServerTLSKeyFile} {
 		if file != "" {
 			conn += " " + key + "=" + connValue(file)
@@ -76,12 +77,44 @@ func connect(p *Pool) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	network, address := backendAddress(p.cfg)
-	cfg.Database, cfg.User, cfg.Password = p.cfg.DBName, p.cfg.BackendUser, p.cfg.BackendPassword
-	cfg.ConnectTimeout = p.cfg.ServerConnectTimeout
+	cfg.Database, cfg.User, cfg.Password = dbname, user, password
+	cfg.ConnectTimeout = timeout
 	cfg.RuntimeParams = map[string]string{}
+	return cfg, nil
+}
+
+func connect(p *Pool) (*Server, error) {
+	cfg, err := p.parent.connConfig(p.cfg.Host, p.cfg.Port, p.cfg.DBName, p.cfg.BackendUser, p.cfg.BackendPassword, p.cfg.ServerConnectTimeout)
+	if err != nil {
+		return nil, err
+	}
+	network, address := backendAddress(p.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ServerConnectTimeout)
 	defer cancel()
+	p.mu.Lock()
+	pt := p.passthrough
+	p.mu.Unlock()
+	var hj *pgconn.HijackedConn
+	if pt.SCRAM != nil || pt.MD5 != "" {
+		hj, err = loginPassthrough(ctx, cfg, pt)
+	} else {
+		hj, err = loginPgconn(ctx, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		pool: p, conn: hj.Conn, pid: hj.PID, loginParams: hj.ParameterStatuses,
+		cancel:   queue.CancelTarget{Network: network, Address: address, PID: hj.PID, Key: hj.SecretKey},
+		log:      p.log.With("backend_pid", hj.PID),
+		released: make(chan struct{}, 1), dead: make(chan struct{}),
+		settings: map[string]string{}, statements: map[string]string{},
+	}
+	return s, nil
+}
+
+// loginPgconn logs in with pgconn and takes over its socket.
+func loginPgconn(ctx context.Context, cfg *pgconn.Config) (*pgconn.HijackedConn, error) {
 	pc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -101,14 +134,7 @@ func connect(p *Pool) (*Server, error) {
 		hj.Conn.Close()
 		return nil, errors.New("backend sent data before the first request")
 	}
-	s := &Server{
-		pool: p, conn: hj.Conn, pid: hj.PID, loginParams: hj.ParameterStatuses,
-		cancel:   queue.CancelTarget{Network: network, Address: address, PID: hj.PID, Key: hj.SecretKey},
-		log:      p.log.With("backend_pid", hj.PID),
-		released: make(chan struct{}, 1), dead: make(chan struct{}),
-		settings: map[string]string{}, statements: map[string]string{},
-	}
-	return s, nil
+	return hj, nil
 }
 
 // connValue quotes a value for a libpq-style connection string.
