@@ -7,6 +7,8 @@
 #
 #   bench/pgbench.sh                      # scratch cluster on 127.0.0.1:5432
 #   CLIENTS="10 50" DURATION=15 bench/pgbench.sh
+#   TLS=1 bench/pgbench.sh                # clients reach both poolers over TLS
+#                                         # (sslmode=require); direct stays plain
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,7 @@ PROTOCOLS=${PROTOCOLS:-"simple extended"}
 DURATION=${DURATION:-10}
 SCALE=${SCALE:-10}
 BACKENDS=${BACKENDS:-20}
+TLS=${TLS:-0}
 PORT=${PORT:-6439}
 BOUNCER_PORT=${BOUNCER_PORT:-6438}
 
@@ -26,11 +29,26 @@ pgbench -i -s "$SCALE" -q -h 127.0.0.1 -p 5432 -U postgres postgres >/dev/null 2
 work=$(mktemp -d)
 bpid=
 trap 'kill "$pid" $bpid 2>/dev/null || true; rm -rf "$work"' EXIT
+pgmts_tls= bouncer_tls= pooled_sslmode=disable
+if [[ $TLS == 1 ]]; then
+	# A throwaway self-signed certificate, the same for both poolers.
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+		-subj /CN=127.0.0.1 -keyout "$work/server.key" -out "$work/server.crt" 2>/dev/null
+	pgmts_tls="client_tls_mode = \"require\"
+client_tls_cert_file = \"$work/server.crt\"
+client_tls_key_file = \"$work/server.key\""
+	bouncer_tls="client_tls_sslmode = require
+client_tls_cert_file = $work/server.crt
+client_tls_key_file = $work/server.key"
+	pooled_sslmode=require
+	echo "bench: clients reach pgmts and PgBouncer over TLS (sslmode=require)" >&2
+fi
 cat >"$work/pgmts.toml" <<TOML
 [pgmts]
 listen = "127.0.0.1:$PORT"
 metrics_listen = ""
 log_level = "warn"
+$pgmts_tls
 [pool]
 mode = "transaction"
 max_shared_servers = $BACKENDS
@@ -59,6 +77,7 @@ auth_file = $work/userlist.txt
 pool_mode = transaction
 default_pool_size = $BACKENDS
 max_client_conn = 2000
+$bouncer_tls
 INI
 	chmod 644 "$work"/*
 	as=()
@@ -76,7 +95,9 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
 run() { # port clients protocol -> "tps"
-	pgbench -n -S -M "$3" -c "$2" -j "$(( $2 < 2 ? 1 : 2 ))" -T "$DURATION" \
+	local sslmode=disable
+	[[ $1 != 5432 ]] && sslmode=$pooled_sslmode
+	PGSSLMODE=$sslmode pgbench -n -S -M "$3" -c "$2" -j "$(( $2 < 2 ? 1 : 2 ))" -T "$DURATION" \
 		-h 127.0.0.1 -p "$1" -U postgres postgres 2>&1 |
 		awk '/^tps =/ {print $3}'
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/pgtest"
 )
 
 func loginErr(t *testing.T, p *pgmts, user, password, db string, extra ...string) error {
@@ -173,4 +175,48 @@ func TestSCRAMLoginStorm(t *testing.T) {
 		var one int
 		return c.QueryRow(ctx, "SELECT 1").Scan(&one)
 	})
+}
+
+// TestAuthMethodsTCPAndUnix: each auth_type that takes a password lets the
+// right one in and refuses a wrong one with 28P01, over TCP and over the
+// unix socket, with pgx and psql; trust lets anyone in.
+func TestAuthMethodsTCPAndUnix(t *testing.T) {
+	psql, err := pgtest.FindBin("psql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []string{"trust", "plain", "md5", "scram-sha-256"} {
+		t.Run(method, func(t *testing.T) {
+			sock := socketDir(t)
+			p := startPgmts(t, func(c *config.Config) {
+				c.Pgmts.AuthType = method
+				c.Pgmts.UnixSocketDir = sock
+			})
+			for _, host := range []string{"127.0.0.1", sock} {
+				dsn := func(password string) string {
+					return strings.Replace(p.dsn(benchUser, password, "bench"), "host=127.0.0.1", "host="+host, 1)
+				}
+				if c, err := pgx.Connect(ctx10(t), dsn(benchPass)); err != nil {
+					t.Fatalf("%s over %s: %v", method, host, err)
+				} else {
+					c.Close(ctx10(t))
+				}
+				out, err := exec.Command(psql, "-XAtc", "SELECT 'psql in'", dsn(benchPass)).CombinedOutput()
+				if err != nil || strings.TrimSpace(string(out)) != "psql in" {
+					t.Fatalf("psql, %s over %s: %v %s", method, host, err, out)
+				}
+				err = loginErr(t, p, benchUser, "wrong", "bench", "host="+host)
+				switch {
+				case method == "trust" && err != nil:
+					t.Fatalf("trust over %s with any password: %v", host, err)
+				case method != "trust" && sqlState(err) != "28P01":
+					t.Fatalf("%s over %s with a wrong password: %v, want 28P01", method, host, err)
+				}
+				out, err = exec.Command(psql, "-XAtc", "SELECT 1", dsn("wrong")).CombinedOutput()
+				if method != "trust" && (err == nil || !strings.Contains(string(out), "password authentication failed")) {
+					t.Fatalf("psql, %s over %s with a wrong password: %v %s", method, host, err, out)
+				}
+			}
+		})
+	}
 }
