@@ -79,6 +79,14 @@ type PoolSettings struct {
 	ServerResetQuery     string        `toml:"server_reset_query"` // "" = none
 	ServerConnectTimeout time.Duration `toml:"server_connect_timeout"`
 	QueryWaitTimeout     time.Duration `toml:"query_wait_timeout"` // 0 = wait forever
+	// ScaleUpWait: a pool starts another server when a request has waited
+	// this long for one (Oracle's shared-server growth rule).
+	ScaleUpWait time.Duration `toml:"scale_up_wait"`
+	// ServerIdleTimeout retires servers above shared_servers that were
+	// idle this long; 0 = never.
+	ServerIdleTimeout  time.Duration `toml:"server_idle_timeout"`
+	MaxDBConnections   int           `toml:"max_db_connections"`   // per database, all its pools; 0 = no cap
+	MaxUserConnections int           `toml:"max_user_connections"` // per user, all its pools; 0 = no cap
 }
 
 // Database is a [databases.NAME] section: where clients asking for NAME go.
@@ -126,6 +134,8 @@ func Default() Config {
 			ServerResetQuery:     "DISCARD ALL",
 			ServerConnectTimeout: 15 * time.Second,
 			QueryWaitTimeout:     120 * time.Second,
+			ScaleUpWait:          5 * time.Millisecond,
+			ServerIdleTimeout:    600 * time.Second,
 		},
 	}
 }
@@ -384,6 +394,18 @@ func (c *Config) validate() error {
 	if p.QueryWaitTimeout < 0 {
 		return fmt.Errorf("pool.query_wait_timeout: %s is negative", p.QueryWaitTimeout)
 	}
+	if p.ScaleUpWait < 0 {
+		return fmt.Errorf("pool.scale_up_wait: %s is negative", p.ScaleUpWait)
+	}
+	if p.ServerIdleTimeout < 0 {
+		return fmt.Errorf("pool.server_idle_timeout: %s is negative", p.ServerIdleTimeout)
+	}
+	if p.MaxDBConnections < 0 {
+		return fmt.Errorf("pool.max_db_connections: %d is negative", p.MaxDBConnections)
+	}
+	if p.MaxUserConnections < 0 {
+		return fmt.Errorf("pool.max_user_connections: %d is negative", p.MaxUserConnections)
+	}
 
 	// Sorted, so that the same file always gives the same first error.
 	for _, name := range slices.Sorted(maps.Keys(c.Databases)) {
@@ -489,6 +511,10 @@ type PoolConfig struct {
 	ServerResetQuery     string
 	ServerConnectTimeout time.Duration
 	QueryWaitTimeout     time.Duration
+	ScaleUpWait          time.Duration
+	ServerIdleTimeout    time.Duration
+	MaxDBConnections     int
+	MaxUserConnections   int
 }
 
 // PoolFor resolves the pool for a client asking for database as user:
@@ -514,6 +540,10 @@ func (c *Config) PoolFor(database, user string) (PoolConfig, bool) {
 		ServerResetQuery:     c.Pool.ServerResetQuery,
 		ServerConnectTimeout: c.Pool.ServerConnectTimeout,
 		QueryWaitTimeout:     c.Pool.QueryWaitTimeout,
+		ScaleUpWait:          c.Pool.ScaleUpWait,
+		ServerIdleTimeout:    c.Pool.ServerIdleTimeout,
+		MaxDBConnections:     c.Pool.MaxDBConnections,
+		MaxUserConnections:   c.Pool.MaxUserConnections,
 	}
 	switch {
 	case db.User != "" || db.Password != "":

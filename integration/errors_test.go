@@ -55,10 +55,16 @@ func checkAlive(t *testing.T, p *pgmts) {
 // waitClients waits until pgmts counts n connected clients.
 func waitClients(t *testing.T, p *pgmts, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.group.ClientCount() != n {
+	waitCount(t, "clients", n, 5*time.Second, p.group.ClientCount)
+}
+
+// waitCount waits up to limit until count() is n.
+func waitCount(t *testing.T, what string, n int, limit time.Duration, count func() int) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for count() != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("pgmts counts %d clients, want %d", p.group.ClientCount(), n)
+			t.Fatalf("pgmts counts %d %s, want %d", count(), what, n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

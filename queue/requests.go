@@ -21,6 +21,8 @@ type RequestQueue struct {
 	// OnWait is called (outside the lock) when a request had to wait
 	// because no server was idle: the pool may start one.
 	OnWait func()
+	// paused holds every request in the queue (PAUSE).
+	paused bool
 
 	totalQueued int64
 	totalWait   time.Duration
@@ -37,7 +39,7 @@ type Stats struct {
 func (q *RequestQueue) enqueue(c *Client) {
 	q.mu.Lock()
 	q.totalQueued++
-	if q.handOff(c) {
+	if !q.paused && q.handOff(c) {
 		return
 	}
 	q.items = append(q.items, entry{c, time.Now()})
@@ -66,9 +68,17 @@ func (q *RequestQueue) handOff(c *Client) bool {
 // across calls.
 func (q *RequestQueue) Take(inbox chan *Client, stop <-chan struct{}) *Client {
 	q.mu.Lock()
-	if c := q.pop(); c != nil {
+	if !q.paused {
+		if c := q.pop(); c != nil {
+			q.mu.Unlock()
+			return c
+		}
+	}
+	select {
+	case <-stop:
 		q.mu.Unlock()
-		return c
+		return nil
+	default:
 	}
 	q.waiters = append(q.waiters, inbox)
 	q.mu.Unlock()
@@ -109,7 +119,7 @@ func (q *RequestQueue) pop() *Client {
 
 func (q *RequestQueue) pushFront(c *Client) {
 	q.mu.Lock()
-	if q.handOff(c) {
+	if !q.paused && q.handOff(c) {
 		return
 	}
 	e := entry{c, time.Now()}
@@ -123,6 +133,41 @@ func (q *RequestQueue) pushFront(c *Client) {
 	if q.OnWait != nil {
 		q.OnWait()
 	}
+}
+
+// Pause holds every request in the queue: no server gets one until Resume.
+func (q *RequestQueue) Pause() {
+	q.mu.Lock()
+	q.paused = true
+	q.mu.Unlock()
+}
+
+// Resume lets requests through again: the waiting ones go to parked
+// servers first, in order, and OnWait asks for servers for the rest.
+func (q *RequestQueue) Resume() {
+	q.mu.Lock()
+	q.paused = false
+	for len(q.waiters) > 0 {
+		c := q.pop()
+		if c == nil {
+			break
+		}
+		w := q.waiters[len(q.waiters)-1]
+		q.waiters = q.waiters[:len(q.waiters)-1]
+		w <- c // a parked server's inbox is empty: this does not block
+	}
+	waiting := q.head < len(q.items)
+	q.mu.Unlock()
+	if waiting && q.OnWait != nil {
+		q.OnWait()
+	}
+}
+
+// Paused reports whether the queue holds its requests.
+func (q *RequestQueue) Paused() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.paused
 }
 
 // Expire removes and returns the clients that have waited longer than max.

@@ -452,3 +452,53 @@ func BenchmarkRequestQueueHandOver(b *testing.B) {
 	}
 	close(stop)
 }
+
+// TestPauseResume: a paused queue gives nothing to parked or new takers;
+// Resume hands the waiting requests out in order and asks for servers for
+// the rest.
+func TestPauseResume(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	var waits atomic.Int32
+	p.Requests.OnWait = func() { waits.Add(1) }
+	stop := make(chan struct{})
+	defer close(stop)
+
+	parked := take(p.Requests, stop)
+	waitParked(t, p.Requests, 1)
+	p.Requests.Pause()
+	if !p.Requests.Paused() {
+		t.Fatal("Paused() = false after Pause")
+	}
+	var clients []*queue.Client
+	for i := range 3 {
+		c := newClient(uint64(i), p, nil)
+		clients = append(clients, c)
+		c.Submit([]byte("q"), nil)
+	}
+	select {
+	case c := <-parked:
+		t.Fatalf("paused queue handed client %d to a parked server", c.ID)
+	case <-time.After(50 * time.Millisecond):
+	}
+	quit := make(chan struct{})
+	close(quit)
+	if c := p.Requests.Take(make(chan *queue.Client, 1), quit); c != nil {
+		t.Fatalf("paused queue gave client %d to a new taker", c.ID)
+	}
+	if st := p.Requests.Stats(); st.Waiting != 3 {
+		t.Fatalf("waiting = %d, want 3", st.Waiting)
+	}
+	waits.Store(0)
+	p.Requests.Resume()
+	if c := recvClient(t, parked); c != clients[0] {
+		t.Fatalf("Resume handed client %d first, want 0", c.ID)
+	}
+	if w := waits.Load(); w != 1 {
+		t.Fatalf("OnWait called %d times after Resume, want 1 (two still wait)", w)
+	}
+	for _, want := range clients[1:] {
+		if c := p.Requests.Take(make(chan *queue.Client, 1), stop); c != want {
+			t.Fatalf("Take after Resume = %v, want client %d", c, want.ID)
+		}
+	}
+}

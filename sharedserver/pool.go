@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -34,12 +35,18 @@ type Pools struct {
 	stop chan struct{}
 	wg   sync.WaitGroup // every goroutine this package starts
 
+	// Server counts per database and per user, shared by their pools.
+	dbConns, userConns map[string]*atomic.Int64
+	// paused lists the databases PAUSE holds ("" = all).
+	paused map[string]bool
+
 	auth authQueries
 }
 
 // NewPools starts the pool registry (and its query_wait_timeout sweeper).
 func NewPools(cfg *config.Config, log *slog.Logger) *Pools {
-	p := &Pools{cfg: cfg, log: log, pools: map[string]*Pool{}, stop: make(chan struct{}), auth: newAuthQueries()}
+	p := &Pools{cfg: cfg, log: log, pools: map[string]*Pool{}, stop: make(chan struct{}), auth: newAuthQueries(),
+		dbConns: map[string]*atomic.Int64{}, userConns: map[string]*atomic.Int64{}, paused: map[string]bool{}}
 	p.wg.Add(1)
 	go p.sweep()
 	return p
@@ -67,14 +74,20 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool := &Pool{parent: p, cfg: pc, log: p.log.With("pool", database+"/"+user), servers: map[*Server]struct{}{}}
+	pool := &Pool{parent: p, cfg: pc, log: p.log.With("pool", database+"/"+user), servers: map[*Server]struct{}{},
+		dbConns: counter(p.dbConns, database), userConns: counter(p.userConns, user)}
 	pool.q = &queue.Pool{Name: database + "/" + user, Config: pc, Mode: mode, Requests: &queue.RequestQueue{}, Backend: pool}
 	pool.q.Requests.OnWait = pool.grow
+	if p.paused[""] || p.paused[database] {
+		pool.hold()
+	}
 	p.pools[key] = pool
 	return pool.q, nil
 }
 
-// sweep fails requests that waited longer than query_wait_timeout.
+// sweep, once a second: fails requests that waited longer than
+// query_wait_timeout, retires idle servers, and starts servers a pool
+// still needs (after a failed connection, say).
 func (p *Pools) sweep() {
 	defer p.wg.Done()
 	t := time.NewTicker(time.Second)
@@ -93,6 +106,8 @@ func (p *Pools) sweep() {
 		}
 		p.mu.Unlock()
 		for _, pool := range pools {
+			pool.retireIdle()
+			pool.grow()
 			max := pool.cfg.QueryWaitTimeout
 			if max <= 0 {
 				continue
@@ -153,24 +168,25 @@ type Pool struct {
 	// passthrough is what the last clients' logins left to log in with
 	// when the pool has no password (see Passthrough).
 	passthrough auth.Passthrough
-}
-
-// grow starts a server when requests wait and the pool is below its cap.
-func (p *Pool) grow() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed || len(p.servers)+p.starting >= p.cfg.MaxSharedServers {
-		return
-	}
-	p.startLocked()
+	// paused: PAUSE holds the queue and the pool opens no server.
+	paused bool
+	// growTimer re-checks growth once the oldest request has waited
+	// scale_up_wait (set while armed).
+	growTimer *time.Timer
+	// dbConns and userConns count the servers of every pool of this
+	// pool's database and of its user, for max_db_connections and
+	// max_user_connections.
+	dbConns, userConns *atomic.Int64
 }
 
 func (p *Pool) keepMinimum() {
-	for !p.closed && len(p.servers)+p.starting < p.cfg.SharedServers {
+	for !p.closed && !p.paused && len(p.servers)+p.starting < p.cfg.SharedServers && p.reserve() {
 		p.startLocked()
 	}
 }
 
+// startLocked opens one more server; the caller has reserved it against
+// the database and user caps.
 func (p *Pool) startLocked() {
 	p.starting++
 	p.parent.wg.Add(1)
@@ -182,6 +198,7 @@ func (p *Pool) startLocked() {
 		waiters := p.preparing
 		p.preparing = nil
 		if err != nil {
+			p.unreserve()
 			alone := len(p.servers) == 0 && p.starting == 0
 			p.mu.Unlock()
 			p.log.Error("could not open a backend connection", "host", p.cfg.Host, "port", p.cfg.Port, "dbname", p.cfg.DBName, "user", p.cfg.BackendUser, "err", err)
@@ -198,9 +215,14 @@ func (p *Pool) startLocked() {
 			}
 			return
 		}
-		if p.closed {
+		if p.closed || p.paused {
+			p.unreserve()
+			p.params = s.loginParams
 			p.mu.Unlock()
 			s.conn.Close()
+			for _, w := range waiters {
+				w(s.loginParams, nil)
+			}
 			return
 		}
 		p.servers[s] = struct{}{}
@@ -217,15 +239,13 @@ func (p *Pool) startLocked() {
 // remove forgets a dead server and replaces it if the pool needs one.
 func (p *Pool) remove(s *Server) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.servers, s)
-	if p.closed {
-		return
+	if _, ok := p.servers[s]; ok {
+		delete(p.servers, s)
+		p.unreserve()
 	}
 	p.keepMinimum()
-	if p.q.Requests.Stats().Waiting > 0 && len(p.servers)+p.starting < p.cfg.MaxSharedServers {
-		p.startLocked()
-	}
+	p.mu.Unlock()
+	p.grow()
 }
 
 func (p *Pool) closeAll() {
@@ -260,7 +280,8 @@ func (p *Pool) Passthrough(pt auth.Passthrough) {
 }
 
 // Prepare implements queue.Backend. The pool's first Prepare, not Route,
-// opens its shared_servers: Passthrough comes between the two.
+// opens its shared_servers: Passthrough comes between the two. A paused
+// pool still opens one server to learn the parameters, then closes it.
 func (p *Pool) Prepare(done func(map[string]string, error)) {
 	p.mu.Lock()
 	p.keepMinimum()
@@ -272,6 +293,7 @@ func (p *Pool) Prepare(done func(map[string]string, error)) {
 	}
 	p.preparing = append(p.preparing, done)
 	if p.starting == 0 && !p.closed {
+		p.reserveAnyway()
 		p.startLocked()
 	}
 	p.mu.Unlock()

@@ -41,6 +41,13 @@ type Server struct {
 	released chan struct{} // reader → writer: the owner was let go
 	dead     chan struct{} // closed when the backend is gone
 	failOnce sync.Once
+	// quit asks the writer to close the backend the next time it has no
+	// client (retire): idle timeout, PAUSE, RECONNECT.
+	quit     chan struct{}
+	quitOnce sync.Once
+	// idleSince is when the writer parked on the queue (UnixNano); 0 while
+	// it serves a client.
+	idleSince atomic.Int64
 
 	mu sync.Mutex
 	// settings are the GUCs pgmts set on this backend beyond its login
@@ -107,7 +114,7 @@ func connect(p *Pool) (*Server, error) {
 		pool: p, conn: hj.Conn, pid: hj.PID, loginParams: hj.ParameterStatuses,
 		cancel:   queue.CancelTarget{Network: network, Address: address, PID: hj.PID, Key: hj.SecretKey},
 		log:      p.log.With("backend_pid", hj.PID),
-		released: make(chan struct{}, 1), dead: make(chan struct{}),
+		released: make(chan struct{}, 1), dead: make(chan struct{}), quit: make(chan struct{}),
 		settings: map[string]string{}, statements: map[string]string{},
 	}
 	return s, nil
@@ -177,6 +184,7 @@ func (s *Server) start() {
 func (s *Server) fail(err error) {
 	s.failOnce.Do(func() {
 		close(s.dead)
+		s.retire()
 		s.conn.Close()
 		s.mu.Lock()
 		for _, ch := range s.internal {
@@ -196,11 +204,20 @@ func (s *Server) fail(err error) {
 	})
 }
 
+// errRetired closes a server the pool no longer wants.
+var errRetired = errors.New("server retired")
+
+// retire makes the writer close the backend once it has no client.
+func (s *Server) retire() { s.quitOnce.Do(func() { close(s.quit) }) }
+
 func (s *Server) writeLoop() {
 	parked := make(chan *queue.Client, 1)
 	for {
-		c := s.pool.q.Requests.Take(parked, s.dead)
+		s.idleSince.Store(time.Now().UnixNano())
+		c := s.pool.q.Requests.Take(parked, s.quit)
+		s.idleSince.Store(0)
 		if c == nil {
+			s.fail(errRetired)
 			return
 		}
 		if !c.Begin(s) {

@@ -1,0 +1,157 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/pgtest"
+)
+
+// pgbenchAsync starts pgbench through p (database bench, as bench) and
+// returns a channel that gets its output once it ends.
+func (p *pgmts) pgbenchAsync(t *testing.T, args ...string) <-chan string {
+	t.Helper()
+	bin, err := pgtest.FindBin("pgbench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := append([]string{"-n", "-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", benchUser}, args...)
+	cmd := exec.Command(bin, append(all, "bench")...)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+benchPass)
+	done := make(chan string, 1)
+	go func() {
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			out = append(out, "\npgbench: "+err.Error()...)
+		}
+		done <- string(out)
+	}()
+	return done
+}
+
+// pgbenchOK checks pgbench's report: it ran and no transaction failed.
+func pgbenchOK(t *testing.T, out string) {
+	t.Helper()
+	m := regexp.MustCompile(`number of failed transactions: (\d+)`).FindStringSubmatch(out)
+	if m == nil || m[1] != "0" || strings.Contains(out, "pgbench: ") {
+		t.Fatalf("pgbench failed:\n%s", out)
+	}
+}
+
+// TestPauseRestartResume is the maintenance an operator does: pgbench runs
+// through pgmts in transaction mode; PAUSE; PostgreSQL restarts; RESUME;
+// pgbench finishes with zero failed transactions.
+func TestPauseRestartResume(t *testing.T) {
+	p := startPgmts(t, setMode("transaction", 5))
+	done := p.pgbenchAsync(t, "-S", "-c", "10", "-j", "2", "-T", "8")
+	time.Sleep(2 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.pools.Pause(ctx, "bench"); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.pools.BackendCount(); n != 0 {
+		t.Fatalf("%d backends open after PAUSE, want 0", n)
+	}
+	if err := cluster.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	p.pools.Resume("bench")
+	pgbenchOK(t, <-done)
+}
+
+// TestPauseTimesOutOnBusyServer: PAUSE gives up with an error when a
+// client keeps its transaction open, and RESUME lets everything go on.
+func TestPauseTimesOutOnBusyServer(t *testing.T) {
+	p := startPgmts(t, setMode("transaction", 5))
+	c := p.connect(t)
+	if _, err := c.Exec(ctx10(t), "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := p.pools.Pause(ctx, "")
+	if err == nil || !strings.Contains(err.Error(), "still hold a client") {
+		t.Fatalf("PAUSE with an open transaction: %v", err)
+	}
+	// The open transaction goes on; others wait until RESUME.
+	if _, err := c.Exec(ctx10(t), "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	other := p.connect(t)
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := other.Exec(context.Background(), "SELECT 1")
+		waiting <- err
+	}()
+	select {
+	case err := <-waiting:
+		t.Fatalf("a query ran during PAUSE: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	p.pools.Resume("")
+	if err := <-waiting; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAutoscaling: a pool keeps shared_servers warm, grows towards
+// max_shared_servers while requests wait, never past max_db_connections,
+// and shrinks back after server_idle_timeout.
+func TestAutoscaling(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "sleep.sql")
+	if err := os.WriteFile(script, []byte("SELECT pg_sleep(0.01);\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name        string
+		maxDB, want int // want: the most backends seen
+	}{{"grow", 0, 8}, {"max_db_connections", 3, 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startPgmts(t, func(c *config.Config) {
+				c.Pool.SharedServers = 2
+				c.Pool.MaxSharedServers = 8
+				c.Pool.MaxDBConnections = tc.maxDB
+				c.Pool.ServerIdleTimeout = time.Second
+			})
+			checkAlive(t, p)
+			waitBackends(t, p, 2)
+			var peak atomic.Int64
+			stop := make(chan struct{})
+			go func() {
+				for {
+					if n := int64(p.pools.BackendCount()); n > peak.Load() {
+						peak.Store(n)
+					}
+					select {
+					case <-stop:
+						return
+					case <-time.After(5 * time.Millisecond):
+					}
+				}
+			}()
+			out := <-p.pgbenchAsync(t, "-f", script, "-c", "16", "-j", "2", "-T", "3")
+			close(stop)
+			pgbenchOK(t, out)
+			if got := peak.Load(); got != int64(tc.want) {
+				t.Errorf("at most %d backends during the burst, want %d", got, tc.want)
+			}
+			waitBackends(t, p, 2)
+		})
+	}
+}
+
+// waitBackends waits until p has n backends open.
+func waitBackends(t *testing.T, p *pgmts, n int) {
+	t.Helper()
+	waitCount(t, "backends", n, 10*time.Second, p.pools.BackendCount)
+}

@@ -1,0 +1,234 @@
+package sharedserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// Growth, retirement and the operator's controls (PAUSE, RESUME,
+// RECONNECT) of the pools.
+
+// counter returns the shared counter for key, making it on first use.
+// Callers hold Pools.mu.
+func counter(m map[string]*atomic.Int64, key string) *atomic.Int64 {
+	c, ok := m[key]
+	if !ok {
+		c = new(atomic.Int64)
+		m[key] = c
+	}
+	return c
+}
+
+// reserve counts one more server against max_db_connections and
+// max_user_connections, unless that would pass one of them.
+func (p *Pool) reserve() bool {
+	if !take(p.dbConns, p.cfg.MaxDBConnections) {
+		return false
+	}
+	if !take(p.userConns, p.cfg.MaxUserConnections) {
+		p.dbConns.Add(-1)
+		return false
+	}
+	return true
+}
+
+// take adds one to c unless it is at max (0 = no cap).
+func take(c *atomic.Int64, max int) bool {
+	for {
+		n := c.Load()
+		if max > 0 && n >= int64(max) {
+			return false
+		}
+		if c.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// reserveAnyway counts a server the pool must open whatever the caps: the
+// one that learns the server's parameters for the first login.
+func (p *Pool) reserveAnyway() {
+	p.dbConns.Add(1)
+	p.userConns.Add(1)
+}
+
+func (p *Pool) unreserve() {
+	p.dbConns.Add(-1)
+	p.userConns.Add(-1)
+}
+
+// grow starts servers while requests wait: one per waiting request not
+// already covered by a server being opened, once the oldest has waited
+// scale_up_wait, up to max_shared_servers and the database and user caps.
+// A pool with no server at all starts one at once.
+func (p *Pool) grow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.paused || len(p.servers)+p.starting >= p.cfg.MaxSharedServers {
+		return
+	}
+	st := p.q.Requests.Stats() // lock order: pool, then queue
+	if st.Waiting <= p.starting {
+		return
+	}
+	if wait := p.cfg.ScaleUpWait - st.OldestWait; wait > 0 && len(p.servers)+p.starting > 0 {
+		if p.growTimer == nil {
+			p.growTimer = time.AfterFunc(wait, func() {
+				p.mu.Lock()
+				p.growTimer = nil
+				p.mu.Unlock()
+				p.grow()
+			})
+		}
+		return
+	}
+	for n := st.Waiting - p.starting; n > 0 && len(p.servers)+p.starting < p.cfg.MaxSharedServers; n-- {
+		if !p.reserve() {
+			p.log.Debug("requests wait, but max_db_connections or max_user_connections is reached",
+				"max_db_connections", p.cfg.MaxDBConnections, "max_user_connections", p.cfg.MaxUserConnections)
+			return
+		}
+		p.startLocked()
+	}
+}
+
+// retireIdle retires the servers above shared_servers that have been idle
+// longer than server_idle_timeout.
+func (p *Pool) retireIdle() {
+	timeout := p.cfg.ServerIdleTimeout
+	if timeout <= 0 {
+		return
+	}
+	cut := time.Now().Add(-timeout).UnixNano()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	excess := len(p.servers) - p.cfg.SharedServers
+	for s := range p.servers {
+		if excess <= 0 {
+			return
+		}
+		if since := s.idleSince.Load(); since != 0 && since < cut {
+			s.retire()
+			excess--
+		}
+	}
+}
+
+// retireAll asks every server to close once it has no client.
+func (p *Pool) retireAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for s := range p.servers {
+		s.retire()
+	}
+}
+
+// Pause holds the pool's requests in its queue, and waits until every
+// server has finished with its client and closed: nothing stale survives
+// a PostgreSQL restart, and RESUME opens fresh servers. If ctx ends first
+// the pool stays paused and the error says how many servers are busy.
+func (p *Pool) Pause(ctx context.Context) error {
+	p.hold()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		p.retireAll()
+		p.mu.Lock()
+		busy := len(p.servers) + p.starting
+		p.mu.Unlock()
+		if busy == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pool %s: %d servers still hold a client (in a transaction, or bound in session mode)", p.q.Name, busy)
+		case <-t.C:
+		}
+	}
+}
+
+// hold stops handing out requests and opening servers.
+func (p *Pool) hold() {
+	p.q.Requests.Pause()
+	p.mu.Lock()
+	p.paused = true
+	p.mu.Unlock()
+}
+
+// Resume ends a pause: the held requests go to new servers.
+func (p *Pool) Resume() {
+	p.mu.Lock()
+	p.paused = false
+	p.keepMinimum()
+	p.mu.Unlock()
+	p.q.Requests.Resume()
+}
+
+// Reconnect replaces every server with a fresh one, each once its client
+// lets it go (after a change of host or password, say).
+func (p *Pool) Reconnect() { p.retireAll() }
+
+// Pause pauses every pool of database db ("" = every pool), including
+// pools that clients open meanwhile, and waits for them all (see
+// Pool.Pause).
+func (p *Pools) Pause(ctx context.Context, db string) error {
+	p.mu.Lock()
+	p.paused[db] = true
+	p.mu.Unlock()
+	var errs []error
+	for _, pool := range p.poolsOf(db) {
+		pool.hold()
+	}
+	for _, pool := range p.poolsOf(db) {
+		if err := pool.Pause(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Resume ends the pause of database db ("" = every pool).
+func (p *Pools) Resume(db string) {
+	p.mu.Lock()
+	if db == "" {
+		clear(p.paused)
+	} else {
+		delete(p.paused, db)
+	}
+	p.mu.Unlock()
+	for _, pool := range p.poolsOf(db) {
+		if !p.isPaused(pool.cfg.Database) {
+			pool.Resume()
+		}
+	}
+}
+
+// Reconnect replaces the servers of database db ("" = every pool).
+func (p *Pools) Reconnect(db string) {
+	for _, pool := range p.poolsOf(db) {
+		pool.Reconnect()
+	}
+}
+
+// isPaused reports whether new pools of database db start paused.
+func (p *Pools) isPaused(db string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.paused[""] || p.paused[db]
+}
+
+// poolsOf lists the pools of database db ("" = every pool).
+func (p *Pools) poolsOf(db string) []*Pool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*Pool
+	for _, pool := range p.pools {
+		if db == "" || pool.cfg.Database == db {
+			out = append(out, pool)
+		}
+	}
+	return out
+}
