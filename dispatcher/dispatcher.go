@@ -34,6 +34,10 @@ type Dispatcher struct {
 	// with their client_login_timeout deadline (loop-owned).
 	logins       map[*clientConn]time.Time
 	expireLogins gnet.RunnableFunc
+
+	tcp      bool        // listens on TCP (not the unix socket)
+	retiring atomic.Bool // SetDispatchers retired it
+	owned    atomic.Int64
 }
 
 func (g *Group) newDispatcher(id int) *Dispatcher {
@@ -46,6 +50,7 @@ func (g *Group) newDispatcher(id int) *Dispatcher {
 }
 
 func (d *Dispatcher) start(addrs []string, reusePort bool) error {
+	d.tcp = reusePort
 	d.g.wg.Add(1)
 	go func() {
 		defer d.g.wg.Done()
@@ -57,6 +62,9 @@ func (d *Dispatcher) start(addrs []string, reusePort bool) error {
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(gnetLogger{d.log}),
 			gnet.WithTicker(d.g.cfg.Pgmts.ClientLoginTimeout > 0),
+			// Register (handing a client over) reads the balancer from
+			// other goroutines; round robin's counter would race.
+			gnet.WithLoadBalancing(gnet.LeastConnections),
 		)
 	}()
 	select {
@@ -101,17 +109,38 @@ func (d *Dispatcher) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if d.g.shuttingDown.Load() {
 		return wire.Fatal("57P03", "pgmts is shutting down").Encode(nil), gnet.Close
 	}
+	if d.retiring.Load() {
+		if to := d.g.handOff(); to != nil && d.handOver(c, to) == nil {
+			return nil, gnet.Close
+		}
+	}
 	if n := d.g.clients.Add(1); n > int64(d.g.cfg.Pgmts.MaxClientConn) {
 		d.g.clients.Add(-1)
 		d.log.Warn("client refused: max_client_conn reached", "max_client_conn", d.g.cfg.Pgmts.MaxClientConn, "addr", c.RemoteAddr())
 		return wire.Fatal("53300", "no more connections allowed (max_client_conn = %d)", d.g.cfg.Pgmts.MaxClientConn).Encode(nil), gnet.Close
 	}
+	d.owned.Add(1)
 	cc := &clientConn{d: d, c: c, need: 4}
 	c.SetContext(cc)
 	if t := d.g.cfg.Pgmts.ClientLoginTimeout; t > 0 {
 		d.logins[cc] = time.Now().Add(t)
 	}
 	return nil, gnet.None
+}
+
+// handOver moves a just-accepted connection to dispatcher to: gnet there
+// takes a duplicate of the socket, and this one lets go of its own.
+func (d *Dispatcher) handOver(c gnet.Conn, to *Dispatcher) error {
+	raw, err := detach(c)
+	if err != nil {
+		return err
+	}
+	_, err = to.engine.Register(gnet.NewNetConnContext(context.Background(), raw))
+	if err != nil {
+		_ = raw.Close()
+		d.log.Warn("cannot hand a client to another dispatcher; serving it here", "to", to.id, "err", err)
+	}
+	return err
 }
 
 // OnTick implements gnet.EventHandler. It does not run on the loop, so it
@@ -152,6 +181,7 @@ func (d *Dispatcher) OnClose(c gnet.Conn, _ error) gnet.Action {
 // closed forgets a connection that is gone (on the loop).
 func (d *Dispatcher) closed(cc *clientConn) {
 	d.g.clients.Add(-1)
+	d.owned.Add(-1)
 	cc.closed = true
 	cc.gone = true
 	delete(d.logins, cc)

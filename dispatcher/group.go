@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -39,8 +40,11 @@ type Group struct {
 	// whether or not the user exists.
 	decoy auth.Secret
 
-	dispatchers []*Dispatcher
-	wg          sync.WaitGroup
+	dmu            sync.Mutex
+	dispatchers    []*Dispatcher // running ones, retiring ones included
+	nextDispatcher int
+	handOffs       atomic.Uint64
+	wg             sync.WaitGroup
 
 	// tls is the client TLS on offer (nil: none); ReloadTLS replaces it.
 	tls atomic.Pointer[tlsOffer]
@@ -84,47 +88,129 @@ func (g *Group) Start() error {
 	if n == 0 {
 		n = runtime.NumCPU()
 	}
-	tcp := "tcp://" + g.cfg.Pgmts.Listen
-	var unix string
-	if g.cfg.Pgmts.UnixSocketDir != "" {
-		path, err := g.unixSocketPath()
-		if err != nil {
-			return err
-		}
-		unix = "unix://" + path
+	// Every TCP dispatcher listens with SO_REUSEPORT, so that dispatchers
+	// can come and go (SetDispatchers); a plain bind first makes sure no
+	// other process holds the port.
+	ln, err := net.Listen("tcp", g.cfg.Pgmts.Listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", g.cfg.Pgmts.Listen, err)
 	}
-	for i := 0; i < n; i++ {
-		d := g.newDispatcher(i)
-		addrs := []string{tcp}
-		// gnet turns SO_REUSEPORT off for an engine that has a unix
-		// listener, so the unix socket shares an engine only with a lone
-		// dispatcher; otherwise it gets a dispatcher of its own.
-		if i == 0 && n == 1 && unix != "" {
-			addrs = append(addrs, unix)
-		}
-		if err := d.start(addrs, n > 1); err != nil {
-			g.Stop()
-			return err
-		}
-		g.dispatchers = append(g.dispatchers, d)
+	_ = ln.Close()
+	if err := g.SetDispatchers(n); err != nil {
+		g.Stop()
+		return err
 	}
-	if unix != "" && n > 1 {
-		d := g.newDispatcher(n)
-		if err := d.start([]string{unix}, false); err != nil {
-			g.Stop()
-			return err
-		}
-		g.dispatchers = append(g.dispatchers, d)
+	if g.cfg.Pgmts.UnixSocketDir == "" {
+		return nil
 	}
-	if unix != "" {
-		path := unix[len("unix://"):]
+	// gnet turns SO_REUSEPORT off for an engine with a unix listener: the
+	// unix socket gets a dispatcher of its own.
+	path, err := g.unixSocketPath()
+	if err == nil {
+		err = g.startDispatcher("unix://"+path, false)
+	}
+	if err == nil {
 		mode, _ := strconv.ParseUint(g.cfg.Pgmts.UnixSocketMode, 8, 32)
-		if err := os.Chmod(path, os.FileMode(mode)); err != nil {
-			g.Stop()
-			return fmt.Errorf("unix socket %s: %w", path, err)
+		if err = os.Chmod(path, os.FileMode(mode)); err != nil {
+			err = fmt.Errorf("unix socket %s: %w", path, err)
 		}
+	}
+	if err != nil {
+		g.Stop()
+	}
+	return err
+}
+
+// startDispatcher starts a dispatcher listening on addr.
+func (g *Group) startDispatcher(addr string, reusePort bool) error {
+	g.dmu.Lock()
+	defer g.dmu.Unlock()
+	d := g.newDispatcher(g.nextDispatcher)
+	g.nextDispatcher++
+	if err := d.start([]string{addr}, reusePort); err != nil {
+		return err
+	}
+	g.dispatchers = append(g.dispatchers, d)
+	return nil
+}
+
+// SetDispatchers changes the number of TCP dispatchers. New ones start
+// accepting at once. Retired ones stop taking clients: the kernel may
+// still give them a new connection, which they hand to an active
+// dispatcher. They keep serving their own clients, and stop once the last
+// one has left.
+func (g *Group) SetDispatchers(n int) error {
+	if n < 1 || n > 256 {
+		return fmt.Errorf("dispatchers: %d is not between 1 and 256", n)
+	}
+	for len(g.active()) < n {
+		if err := g.startDispatcher("tcp://"+g.cfg.Pgmts.Listen, true); err != nil {
+			return err
+		}
+	}
+	active := g.active()
+	for _, d := range active[n:] {
+		d.log.Info("dispatcher retiring: new clients go to the other dispatchers; it stops once its clients have left", "clients", d.owned.Load())
+		d.retiring.Store(true)
+		g.wg.Go(func() { g.retire(d) })
 	}
 	return nil
+}
+
+// active lists the TCP dispatchers that take new clients.
+func (g *Group) active() []*Dispatcher {
+	g.dmu.Lock()
+	defer g.dmu.Unlock()
+	var out []*Dispatcher
+	for _, d := range g.dispatchers {
+		if d.tcp && !d.retiring.Load() {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Dispatchers counts the TCP dispatchers that take new clients, and the
+// retired ones still serving their clients.
+func (g *Group) Dispatchers() (active, retiring int) {
+	g.dmu.Lock()
+	defer g.dmu.Unlock()
+	for _, d := range g.dispatchers {
+		switch {
+		case !d.tcp:
+		case d.retiring.Load():
+			retiring++
+		default:
+			active++
+		}
+	}
+	return active, retiring
+}
+
+// retire stops a retiring dispatcher once its last client has left.
+func (g *Group) retire(d *Dispatcher) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for d.owned.Load() > 0 && !g.shuttingDown.Load() {
+		<-t.C
+	}
+	if g.shuttingDown.Load() {
+		return // Stop stops it
+	}
+	g.dmu.Lock()
+	g.dispatchers = slices.DeleteFunc(g.dispatchers, func(x *Dispatcher) bool { return x == d })
+	g.dmu.Unlock()
+	d.stop()
+	d.log.Info("dispatcher stopped")
+}
+
+// handOff picks an active dispatcher for a client a retiring one accepted.
+func (g *Group) handOff() *Dispatcher {
+	active := g.active()
+	if len(active) == 0 {
+		return nil
+	}
+	return active[int(g.handOffs.Add(1))%len(active)]
 }
 
 // unixSocketPath is where psql looks: DIR/.s.PGSQL.PORT, with the port of
@@ -178,9 +264,11 @@ func (g *Group) Stop() {
 	g.shuttingDown.Store(true)
 	// gnet's Engine.Stop polls every 500 ms: stop the engines together.
 	var stopping sync.WaitGroup
+	g.dmu.Lock()
 	for _, d := range g.dispatchers {
 		stopping.Go(d.stop)
 	}
+	g.dmu.Unlock()
 	stopping.Wait()
 	g.closeTLS()
 	g.wg.Wait()
