@@ -400,3 +400,18 @@ password = "x"
 		t.Fatalf("Changed = %q, want %q", got, want)
 	}
 }
+
+func TestLive(t *testing.T) {
+	old := mustParse(t, "[pgmts]\nlisten = \"127.0.0.1:6432\"\nlog_format = \"text\"\n")
+	cur := mustParse(t, "[pgmts]\nlisten = \"127.0.0.1:7000\"\nlog_format = \"json\"\nlog_level = \"debug\"\n")
+	live, kept := Live(old, cur)
+	if want := []string{"pgmts.listen", "pgmts.log_format"}; !slices.Equal(kept, want) {
+		t.Fatalf("kept %q, want %q", kept, want)
+	}
+	if live.Pgmts.Listen != "127.0.0.1:6432" || live.Pgmts.LogFormat != "text" || live.Pgmts.LogLevel != "debug" {
+		t.Fatalf("live = %+v", live.Pgmts)
+	}
+	if cur.Pgmts.Listen != "127.0.0.1:7000" {
+		t.Fatal("Live changed its argument")
+	}
+}

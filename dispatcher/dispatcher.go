@@ -61,7 +61,7 @@ func (d *Dispatcher) start(addrs []string, reusePort bool) error {
 			gnet.WithReusePort(reusePort),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(gnetLogger{d.log}),
-			gnet.WithTicker(d.g.cfg.Pgmts.ClientLoginTimeout > 0),
+			gnet.WithTicker(true), // client_login_timeout may be set by a reload
 			// Register (handing a client over) reads the balancer from
 			// other goroutines; round robin's counter would race.
 			gnet.WithLoadBalancing(gnet.LeastConnections),
@@ -114,15 +114,15 @@ func (d *Dispatcher) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 			return nil, gnet.Close
 		}
 	}
-	if n := d.g.clients.Add(1); n > int64(d.g.cfg.Pgmts.MaxClientConn) {
+	if n := d.g.clients.Add(1); n > int64(d.g.cfg().Pgmts.MaxClientConn) {
 		d.g.clients.Add(-1)
-		d.log.Warn("client refused: max_client_conn reached", "max_client_conn", d.g.cfg.Pgmts.MaxClientConn, "addr", c.RemoteAddr())
-		return wire.Fatal("53300", "no more connections allowed (max_client_conn = %d)", d.g.cfg.Pgmts.MaxClientConn).Encode(nil), gnet.Close
+		d.log.Warn("client refused: max_client_conn reached", "max_client_conn", d.g.cfg().Pgmts.MaxClientConn, "addr", c.RemoteAddr())
+		return wire.Fatal("53300", "no more connections allowed (max_client_conn = %d)", d.g.cfg().Pgmts.MaxClientConn).Encode(nil), gnet.Close
 	}
 	d.owned.Add(1)
 	cc := &clientConn{d: d, c: c, need: 4}
 	c.SetContext(cc)
-	if t := d.g.cfg.Pgmts.ClientLoginTimeout; t > 0 {
+	if t := d.g.cfg().Pgmts.ClientLoginTimeout; t > 0 {
 		d.logins[cc] = time.Now().Add(t)
 	}
 	return nil, gnet.None
@@ -149,7 +149,10 @@ func (d *Dispatcher) OnTick() (time.Duration, gnet.Action) {
 	if l := d.loop.Load(); l != nil {
 		_ = (*l).Execute(context.Background(), d.expireLogins)
 	}
-	return min(time.Second, d.g.cfg.Pgmts.ClientLoginTimeout/4), gnet.None
+	if t := d.g.cfg().Pgmts.ClientLoginTimeout; t > 0 {
+		return min(time.Second, t/4), gnet.None
+	}
+	return time.Second, gnet.None
 }
 
 // dropSlowLogins closes the clients past client_login_timeout (on the loop).
@@ -163,9 +166,9 @@ func (d *Dispatcher) dropSlowLogins() {
 		if cc.closed {
 			continue
 		}
-		d.log.Warn("client dropped: login not finished within client_login_timeout", "addr", cc.c.RemoteAddr(), "client_login_timeout", d.g.cfg.Pgmts.ClientLoginTimeout)
+		d.log.Warn("client dropped: login not finished within client_login_timeout", "addr", cc.c.RemoteAddr(), "client_login_timeout", d.g.cfg().Pgmts.ClientLoginTimeout)
 		cc.closed = true
-		_, _ = cc.c.Write(wire.Fatal("08P01", "client_login_timeout (%s) expired before the login finished", d.g.cfg.Pgmts.ClientLoginTimeout).Encode(nil))
+		_, _ = cc.c.Write(wire.Fatal("08P01", "client_login_timeout (%s) expired before the login finished", d.g.cfg().Pgmts.ClientLoginTimeout).Encode(nil))
 		_ = cc.c.Close()
 	}
 }
@@ -341,10 +344,10 @@ func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 			cc.need = 5
 			break
 		}
-		if err := wire.CheckSize(size, cc.d.g.cfg.Pgmts.MaxPacketSize); err != nil {
+		if err := wire.CheckSize(size, cc.d.g.cfg().Pgmts.MaxPacketSize); err != nil {
 			cc.submit(buf[:pos])
 			cc.d.log.Warn("client sent an invalid message length; closing it", "client", cc.client.ID, "type", string(typ), "length", size-1, "addr", cc.c.RemoteAddr())
-			return pos, cc.fatal(wire.Fatal("08P01", "invalid message length %d (type %q): max_packet_size is %d", size-1, typ, cc.d.g.cfg.Pgmts.MaxPacketSize))
+			return pos, cc.fatal(wire.Fatal("08P01", "invalid message length %d (type %q): max_packet_size is %d", size-1, typ, cc.d.g.cfg().Pgmts.MaxPacketSize))
 		}
 		if size > len(buf)-pos {
 			cc.need = size

@@ -31,11 +31,12 @@ import (
 
 // Group is the set of dispatchers of one pgmts process.
 type Group struct {
-	cfg    *config.Config
 	router queue.Router
 	log    *slog.Logger
 
-	secrets map[string]auth.Secret
+	// live is the configuration in force; Reload replaces it whole, so a
+	// login reads one consistent version.
+	live atomic.Pointer[liveConfig]
 	// decoy stands in for unknown users, so a failed login looks the same
 	// whether or not the user exists.
 	decoy auth.Secret
@@ -46,9 +47,6 @@ type Group struct {
 	handOffs       atomic.Uint64
 	wg             sync.WaitGroup
 
-	// tls is the client TLS on offer (nil: none); ReloadTLS replaces it.
-	tls atomic.Pointer[tlsOffer]
-
 	mu       sync.Mutex
 	byPID    map[uint32]*clientConn // cancel keys
 	tlsConns map[*tlsConn]struct{}
@@ -58,19 +56,18 @@ type Group struct {
 	shuttingDown atomic.Bool
 }
 
+// liveConfig is what the dispatchers read from the configuration.
+type liveConfig struct {
+	cfg     *config.Config
+	secrets map[string]auth.Secret // [users] passwords, parsed
+	tls     *tlsOffer              // client TLS on offer; nil: none
+}
+
 // New prepares the dispatchers; Start opens the listeners.
 func New(cfg *config.Config, router queue.Router, log *slog.Logger) (*Group, error) {
-	g := &Group{cfg: cfg, router: router, log: log, secrets: map[string]auth.Secret{},
-		byPID: map[uint32]*clientConn{}, tlsConns: map[*tlsConn]struct{}{}}
-	if err := g.ReloadTLS(); err != nil {
+	g := &Group{router: router, log: log, byPID: map[uint32]*clientConn{}, tlsConns: map[*tlsConn]struct{}{}}
+	if err := g.Reload(cfg); err != nil {
 		return nil, err
-	}
-	for name, u := range cfg.Users {
-		s, err := auth.ParseSecret(u.Password)
-		if err != nil {
-			return nil, fmt.Errorf("users.%s.password: %w", name, err)
-		}
-		g.secrets[name] = s
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -82,25 +79,57 @@ func New(cfg *config.Config, router queue.Router, log *slog.Logger) (*Group, err
 	return g, nil
 }
 
+// cfg is the configuration in force.
+func (g *Group) cfg() *config.Config { return g.live.Load().cfg }
+
+// Reload puts cfg in force for what comes next: logins (users, auth,
+// TLS certificates, which it reads again), limits and timeouts, and the
+// number of dispatchers. Connected clients are not touched. On error
+// nothing changes. Listen addresses need a restart.
+func (g *Group) Reload(cfg *config.Config) error {
+	live := &liveConfig{cfg: cfg, secrets: map[string]auth.Secret{}}
+	for name, u := range cfg.Users {
+		s, err := auth.ParseSecret(u.Password)
+		if err != nil {
+			return fmt.Errorf("users.%s.password: %w", name, err)
+		}
+		live.secrets[name] = s
+	}
+	offer, err := loadTLS(cfg.Pgmts)
+	if err != nil {
+		return err
+	}
+	live.tls = offer
+	old := g.live.Swap(live)
+	if old != nil && cfg.Pgmts.Dispatchers != old.cfg.Pgmts.Dispatchers {
+		n := cfg.Pgmts.Dispatchers
+		if n == 0 {
+			n = runtime.NumCPU()
+		}
+		return g.SetDispatchers(n)
+	}
+	return nil
+}
+
 // Start starts the dispatchers and returns once all listen.
 func (g *Group) Start() error {
-	n := g.cfg.Pgmts.Dispatchers
+	n := g.cfg().Pgmts.Dispatchers
 	if n == 0 {
 		n = runtime.NumCPU()
 	}
 	// Every TCP dispatcher listens with SO_REUSEPORT, so that dispatchers
 	// can come and go (SetDispatchers); a plain bind first makes sure no
 	// other process holds the port.
-	ln, err := net.Listen("tcp", g.cfg.Pgmts.Listen)
+	ln, err := net.Listen("tcp", g.cfg().Pgmts.Listen)
 	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", g.cfg.Pgmts.Listen, err)
+		return fmt.Errorf("cannot listen on %s: %w", g.cfg().Pgmts.Listen, err)
 	}
 	_ = ln.Close()
 	if err := g.SetDispatchers(n); err != nil {
 		g.Stop()
 		return err
 	}
-	if g.cfg.Pgmts.UnixSocketDir == "" {
+	if g.cfg().Pgmts.UnixSocketDir == "" {
 		return nil
 	}
 	// gnet turns SO_REUSEPORT off for an engine with a unix listener: the
@@ -110,7 +139,7 @@ func (g *Group) Start() error {
 		err = g.startDispatcher("unix://"+path, false)
 	}
 	if err == nil {
-		mode, _ := strconv.ParseUint(g.cfg.Pgmts.UnixSocketMode, 8, 32)
+		mode, _ := strconv.ParseUint(g.cfg().Pgmts.UnixSocketMode, 8, 32)
 		if err = os.Chmod(path, os.FileMode(mode)); err != nil {
 			err = fmt.Errorf("unix socket %s: %w", path, err)
 		}
@@ -144,7 +173,7 @@ func (g *Group) SetDispatchers(n int) error {
 		return fmt.Errorf("dispatchers: %d is not between 1 and 256", n)
 	}
 	for len(g.active()) < n {
-		if err := g.startDispatcher("tcp://"+g.cfg.Pgmts.Listen, true); err != nil {
+		if err := g.startDispatcher("tcp://"+g.cfg().Pgmts.Listen, true); err != nil {
 			return err
 		}
 	}
@@ -216,11 +245,11 @@ func (g *Group) handOff() *Dispatcher {
 // unixSocketPath is where psql looks: DIR/.s.PGSQL.PORT, with the port of
 // the TCP listener. A stale socket file from a crashed run is removed.
 func (g *Group) unixSocketPath() (string, error) {
-	_, port, err := net.SplitHostPort(g.cfg.Pgmts.Listen)
+	_, port, err := net.SplitHostPort(g.cfg().Pgmts.Listen)
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(g.cfg.Pgmts.UnixSocketDir, ".s.PGSQL."+port)
+	path := filepath.Join(g.cfg().Pgmts.UnixSocketDir, ".s.PGSQL."+port)
 	if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		_ = os.Remove(path)
 	}

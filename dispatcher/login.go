@@ -45,7 +45,7 @@ const tlsRecordHandshake = 0x16
 
 func (cc *clientConn) startup(buf []byte) (int, gnet.Action) {
 	if cc.login == nil && buf[0] == tlsRecordHandshake {
-		offer := cc.d.g.tls.Load()
+		offer := cc.d.g.live.Load().tls
 		if offer == nil {
 			cc.d.log.Info("client refused: direct TLS while client_tls_mode is disable", "addr", cc.c.RemoteAddr())
 			return 0, gnet.Close // it speaks TLS only: a FATAL would be garbage to it
@@ -78,7 +78,7 @@ func (cc *clientConn) startup(buf []byte) (int, gnet.Action) {
 			return size, cc.fatal(wire.Fatal("08P01", "unexpected second SSL or GSSAPI encryption request"))
 		}
 		cc.login.sslAsked = true
-		offer := cc.d.g.tls.Load()
+		offer := cc.d.g.live.Load().tls
 		if st.Kind == wire.KindGSSENC || offer == nil {
 			_, _ = cc.c.Write([]byte{'N'}) // GSSAPI encryption is not offered
 			return size, gnet.None
@@ -164,7 +164,7 @@ func (cc *clientConn) begin(st *wire.Startup) gnet.Action {
 		return cc.fatal(werr)
 	}
 	l.method = method
-	l.secret, l.known = cc.d.g.secrets[l.user]
+	l.secret, l.known = cc.d.g.live.Load().secrets[l.user]
 	if l.method != "trust" && (!l.known || l.secret.Kind() == auth.KindNone) {
 		return cc.lookupUser() // auth_query; it calls challenge
 	}
@@ -219,7 +219,7 @@ func (cc *clientConn) challenge() gnet.Action {
 // matches, as PostgreSQL reads pg_hba.conf.
 func (cc *clientConn) authMethod() (string, *wire.Error) {
 	l := cc.login
-	method := cc.d.g.cfg.Pgmts.AuthType
+	method := cc.d.g.cfg().Pgmts.AuthType
 	if method == "hba" {
 		conn := hba.Conn{Database: l.database, User: l.user, Local: true, TLS: cc.tlsState != nil}
 		host := "[local]"
@@ -230,7 +230,7 @@ func (cc *clientConn) authMethod() (string, *wire.Error) {
 		if conn.TLS {
 			encryption = "SSL encryption"
 		}
-		rule, ok := hba.Match(cc.d.g.cfg.HBA(), conn)
+		rule, ok := hba.Match(cc.d.g.cfg().HBA(), conn)
 		switch {
 		case !ok:
 			return "", wire.Fatal("28000", "no pg_hba.conf entry for host %q, user %q, database %q, %s", host, l.user, l.database, encryption)
@@ -315,7 +315,7 @@ const (
 // on, TCP clients must use TLS (unix sockets are local and exempt, as in
 // PgBouncer), and verify-full wants a certificate naming the user.
 func (cc *clientConn) checkTLS() *wire.Error {
-	mode := cc.d.g.cfg.Pgmts.ClientTLSMode
+	mode := cc.d.g.cfg().Pgmts.ClientTLSMode
 	if mode != "require" && mode != "verify-ca" && mode != "verify-full" {
 		return nil
 	}

@@ -71,17 +71,6 @@ func loadTLS(g config.Global) (*tlsOffer, error) {
 	return &tlsOffer{config: cfg, binding: binding}, nil
 }
 
-// ReloadTLS reads the client TLS files again. New handshakes use them;
-// connected clients keep their sessions. On error the old files stay in use.
-func (g *Group) ReloadTLS() error {
-	offer, err := loadTLS(g.cfg.Pgmts)
-	if err != nil {
-		return err
-	}
-	g.tls.Store(offer)
-	return nil
-}
-
 // startTLS hands the connection from gnet to a TLS session. pending is what
 // the client sent that gnet already read: the start of the TLS handshake
 // for direct TLS, nothing after an SSLRequest.

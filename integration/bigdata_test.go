@@ -150,6 +150,7 @@ func TestCopyBig(t *testing.T) {
 type daemon struct {
 	cmd    *exec.Cmd
 	port   int
+	config string // the config file's path
 	stderr *lockedBuffer
 	done   chan struct{} // closed once the process has exited
 	err    error         // how it exited, set before done is closed
@@ -202,7 +203,7 @@ func startDaemonWith(t *testing.T, edit func(string) string) *daemon {
 	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{port: port, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	d := &daemon{port: port, config: path, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(filepath.Join(binDir, "pgmts"), "-c", path)
 	d.cmd.Stderr = d.stderr
 	d.cmd.Stdout = d.stderr

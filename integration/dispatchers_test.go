@@ -10,7 +10,7 @@ import (
 // retired dispatchers stop once their clients have left.
 func TestSetDispatchersUnderLoad(t *testing.T) {
 	p := startPgmts(t, setMode("transaction", 5))
-	done := p.pgbenchAsync(t, "-S", "-C", "-c", "8", "-j", "2", "-T", "6")
+	done := pgbenchAsync(t, p.port, "-S", "-C", "-c", "8", "-j", "2", "-T", "6")
 	for _, n := range []int{4, 1, 3} {
 		time.Sleep(1500 * time.Millisecond)
 		if err := p.group.SetDispatchers(n); err != nil {

@@ -16,15 +16,15 @@ import (
 	"github.com/pgmts/pgmts/pgtest"
 )
 
-// pgbenchAsync starts pgbench through p (database bench, as bench) and
-// returns a channel that gets its output once it ends.
-func (p *pgmts) pgbenchAsync(t *testing.T, args ...string) <-chan string {
+// pgbenchAsync starts pgbench through the pgmts on port (database bench,
+// as bench) and returns a channel that gets its output once it ends.
+func pgbenchAsync(t *testing.T, port int, args ...string) <-chan string {
 	t.Helper()
 	bin, err := pgtest.FindBin("pgbench")
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := append([]string{"-n", "-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", benchUser}, args...)
+	all := append([]string{"-n", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", benchUser}, args...)
 	cmd := exec.Command(bin, append(all, "bench")...)
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+benchPass)
 	done := make(chan string, 1)
@@ -52,7 +52,7 @@ func pgbenchOK(t *testing.T, out string) {
 // pgbench finishes with zero failed transactions.
 func TestPauseRestartResume(t *testing.T) {
 	p := startPgmts(t, setMode("transaction", 5))
-	done := p.pgbenchAsync(t, "-S", "-c", "10", "-j", "2", "-T", "8")
+	done := pgbenchAsync(t, p.port, "-S", "-c", "10", "-j", "2", "-T", "8")
 	time.Sleep(2 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -139,7 +139,7 @@ func TestAutoscaling(t *testing.T) {
 					}
 				}
 			}()
-			out := <-p.pgbenchAsync(t, "-f", script, "-c", "16", "-j", "2", "-T", "3")
+			out := <-pgbenchAsync(t, p.port, "-f", script, "-c", "16", "-j", "2", "-T", "3")
 			close(stop)
 			pgbenchOK(t, out)
 			if got := peak.Load(); got != int64(tc.want) {

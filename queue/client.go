@@ -10,7 +10,6 @@ import (
 
 	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/circuits"
-	"github.com/pgmts/pgmts/config"
 	"github.com/pgmts/pgmts/wire"
 )
 
@@ -31,7 +30,6 @@ type Backend interface {
 // Pool is one pool (database + user) as the dispatchers see it.
 type Pool struct {
 	Name     string
-	Config   config.PoolConfig
 	Mode     circuits.Mode
 	Requests *RequestQueue
 	Backend  Backend

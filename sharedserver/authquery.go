@@ -41,7 +41,7 @@ func newAuthQueries() authQueries {
 
 // LookupUser implements queue.Router.
 func (p *Pools) LookupUser(database, user string, done func(auth.Secret, error)) {
-	aq, ok := p.cfg.AuthQueryFor(database)
+	aq, ok := p.conf().AuthQueryFor(database)
 	if !ok {
 		done(auth.Secret{}, nil)
 		return

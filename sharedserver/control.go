@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgmts/pgmts/config"
 )
 
 // Growth, retirement and the operator's controls (PAUSE, RESUME,
@@ -25,10 +27,10 @@ func counter(m map[string]*atomic.Int64, key string) *atomic.Int64 {
 // reserve counts one more server against max_db_connections and
 // max_user_connections, unless that would pass one of them.
 func (p *Pool) reserve() bool {
-	if !take(p.dbConns, p.cfg.MaxDBConnections) {
+	if !take(p.dbConns, p.conf().MaxDBConnections) {
 		return false
 	}
-	if !take(p.userConns, p.cfg.MaxUserConnections) {
+	if !take(p.userConns, p.conf().MaxUserConnections) {
 		p.dbConns.Add(-1)
 		return false
 	}
@@ -67,14 +69,14 @@ func (p *Pool) unreserve() {
 func (p *Pool) grow() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || p.paused || len(p.servers)+p.starting >= p.cfg.MaxSharedServers {
+	if p.closed || p.paused || len(p.servers)+p.starting >= p.conf().MaxSharedServers {
 		return
 	}
 	st := p.q.Requests.Stats() // lock order: pool, then queue
 	if st.Waiting <= p.starting {
 		return
 	}
-	if wait := p.cfg.ScaleUpWait - st.OldestWait; wait > 0 && len(p.servers)+p.starting > 0 {
+	if wait := p.conf().ScaleUpWait - st.OldestWait; wait > 0 && len(p.servers)+p.starting > 0 {
 		if p.growTimer == nil {
 			p.growTimer = time.AfterFunc(wait, func() {
 				p.mu.Lock()
@@ -85,10 +87,10 @@ func (p *Pool) grow() {
 		}
 		return
 	}
-	for n := st.Waiting - p.starting; n > 0 && len(p.servers)+p.starting < p.cfg.MaxSharedServers; n-- {
+	for n := st.Waiting - p.starting; n > 0 && len(p.servers)+p.starting < p.conf().MaxSharedServers; n-- {
 		if !p.reserve() {
 			p.log.Debug("requests wait, but max_db_connections or max_user_connections is reached",
-				"max_db_connections", p.cfg.MaxDBConnections, "max_user_connections", p.cfg.MaxUserConnections)
+				"max_db_connections", p.conf().MaxDBConnections, "max_user_connections", p.conf().MaxUserConnections)
 			return
 		}
 		p.startLocked()
@@ -98,14 +100,14 @@ func (p *Pool) grow() {
 // retireIdle retires the servers above shared_servers that have been idle
 // longer than server_idle_timeout.
 func (p *Pool) retireIdle() {
-	timeout := p.cfg.ServerIdleTimeout
+	timeout := p.conf().ServerIdleTimeout
 	if timeout <= 0 {
 		return
 	}
 	cut := time.Now().Add(-timeout).UnixNano()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	excess := len(p.servers) - p.cfg.SharedServers
+	excess := len(p.servers) - p.conf().SharedServers
 	for s := range p.servers {
 		if excess <= 0 {
 			return
@@ -200,7 +202,7 @@ func (p *Pools) Resume(db string) {
 	}
 	p.mu.Unlock()
 	for _, pool := range p.poolsOf(db) {
-		if !p.isPaused(pool.cfg.Database) {
+		if !p.isPaused(pool.conf().Database) {
 			pool.Resume()
 		}
 	}
@@ -226,9 +228,71 @@ func (p *Pools) poolsOf(db string) []*Pool {
 	defer p.mu.Unlock()
 	var out []*Pool
 	for _, pool := range p.pools {
-		if db == "" || pool.cfg.Database == db {
+		if db == "" || pool.conf().Database == db {
 			out = append(out, pool)
 		}
 	}
 	return out
+}
+
+// conf is the configuration in force.
+func (p *Pools) conf() *config.Config { return p.live.Load() }
+
+// conf is the pool's configuration in force.
+func (p *Pool) conf() *config.PoolConfig { return p.cfg.Load() }
+
+// Reload puts cfg in force. A pool whose settings changed only in its
+// limits and timeouts takes them at once. A pool whose backend (host,
+// port, dbname, login) or mode changed, or whose database is gone, is
+// detached: its clients keep it until they leave, its idle servers close,
+// and new logins get a new pool (or "does not exist"). It returns the
+// names of the detached pools.
+func (p *Pools) Reload(cfg *config.Config) []string {
+	p.live.Store(cfg)
+	p.mu.Lock()
+	var detached []*Pool
+	var updated []*Pool
+	for key, pool := range p.pools {
+		old := pool.conf()
+		pc, ok := cfg.PoolFor(old.Database, old.User)
+		switch {
+		case !ok || !sameBackend(*old, pc):
+			delete(p.pools, key)
+			p.draining = append(p.draining, pool)
+			detached = append(detached, pool)
+		case pc != *old:
+			pool.cfg.Store(&pc)
+			updated = append(updated, pool)
+		}
+	}
+	p.mu.Unlock()
+	var names []string
+	for _, pool := range detached {
+		pool.drain()
+		names = append(names, pool.q.Name)
+	}
+	for _, pool := range updated {
+		pool.mu.Lock()
+		pool.keepMinimum()
+		pool.mu.Unlock()
+		pool.grow()
+	}
+	return names
+}
+
+// sameBackend reports whether two pool configurations reach PostgreSQL
+// the same way with the same pool mode, so that one pool can switch from
+// one to the other in place.
+func sameBackend(a, b config.PoolConfig) bool {
+	return a.Host == b.Host && a.Port == b.Port && a.DBName == b.DBName && a.BackendUser == b.BackendUser &&
+		a.BackendPassword == b.BackendPassword && a.Mode == b.Mode
+}
+
+// drain makes a detached pool keep no idle server: it still serves the
+// clients that use it, opening servers for them as needed.
+func (p *Pool) drain() {
+	cfg := *p.conf()
+	cfg.SharedServers, cfg.ServerIdleTimeout = 0, time.Nanosecond
+	p.cfg.Store(&cfg)
+	p.retireIdle()
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -25,8 +26,8 @@ import (
 
 // Pools owns every pool; it is the dispatchers' queue.Router.
 type Pools struct {
-	cfg *config.Config
-	log *slog.Logger
+	live atomic.Pointer[config.Config] // Reload replaces it
+	log  *slog.Logger
 
 	mu     sync.Mutex
 	pools  map[string]*Pool
@@ -39,14 +40,18 @@ type Pools struct {
 	dbConns, userConns map[string]*atomic.Int64
 	// paused lists the databases PAUSE holds ("" = all).
 	paused map[string]bool
+	// draining holds the pools a reload detached (see Reload): still
+	// swept, counted and closed with the others.
+	draining []*Pool
 
 	auth authQueries
 }
 
 // NewPools starts the pool registry (and its query_wait_timeout sweeper).
 func NewPools(cfg *config.Config, log *slog.Logger) *Pools {
-	p := &Pools{cfg: cfg, log: log, pools: map[string]*Pool{}, stop: make(chan struct{}), auth: newAuthQueries(),
+	p := &Pools{log: log, pools: map[string]*Pool{}, stop: make(chan struct{}), auth: newAuthQueries(),
 		dbConns: map[string]*atomic.Int64{}, userConns: map[string]*atomic.Int64{}, paused: map[string]bool{}}
+	p.live.Store(cfg)
 	p.wg.Add(1)
 	go p.sweep()
 	return p
@@ -66,7 +71,7 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 	if pool, ok := p.pools[key]; ok {
 		return pool.q, nil
 	}
-	pc, ok := p.cfg.PoolFor(database, user)
+	pc, ok := p.conf().PoolFor(database, user)
 	if !ok {
 		return nil, ErrNoDatabase
 	}
@@ -74,9 +79,10 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool := &Pool{parent: p, cfg: pc, log: p.log.With("pool", database+"/"+user), servers: map[*Server]struct{}{},
+	pool := &Pool{parent: p, log: p.log.With("pool", database+"/"+user), servers: map[*Server]struct{}{},
 		dbConns: counter(p.dbConns, database), userConns: counter(p.userConns, user)}
-	pool.q = &queue.Pool{Name: database + "/" + user, Config: pc, Mode: mode, Requests: &queue.RequestQueue{}, Backend: pool}
+	pool.cfg.Store(&pc)
+	pool.q = &queue.Pool{Name: database + "/" + user, Mode: mode, Requests: &queue.RequestQueue{}, Backend: pool}
 	pool.q.Requests.OnWait = pool.grow
 	if p.paused[""] || p.paused[database] {
 		pool.hold()
@@ -99,16 +105,10 @@ func (p *Pools) sweep() {
 		case <-t.C:
 		}
 		p.auth.prune(time.Now())
-		p.mu.Lock()
-		pools := make([]*Pool, 0, len(p.pools))
-		for _, pool := range p.pools {
-			pools = append(pools, pool)
-		}
-		p.mu.Unlock()
-		for _, pool := range pools {
+		for _, pool := range p.all() {
 			pool.retireIdle()
 			pool.grow()
-			max := pool.cfg.QueryWaitTimeout
+			max := pool.conf().QueryWaitTimeout
 			if max <= 0 {
 				continue
 			}
@@ -120,6 +120,17 @@ func (p *Pools) sweep() {
 	}
 }
 
+// all lists every pool, the ones a reload detached included.
+func (p *Pools) all() []*Pool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := slices.Clone(p.draining)
+	for _, pool := range p.pools {
+		out = append(out, pool)
+	}
+	return out
+}
+
 // Close stops every server and waits for all goroutines of the package.
 func (p *Pools) Close() {
 	p.mu.Lock()
@@ -129,9 +140,8 @@ func (p *Pools) Close() {
 	}
 	p.closed = true
 	close(p.stop)
-	pools := p.pools
 	p.mu.Unlock()
-	for _, pool := range pools {
+	for _, pool := range p.all() {
 		pool.closeAll()
 	}
 	p.wg.Wait()
@@ -140,10 +150,8 @@ func (p *Pools) Close() {
 
 // BackendCount is the number of backend connections open or opening.
 func (p *Pools) BackendCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	n := 0
-	for _, pool := range p.pools {
+	for _, pool := range p.all() {
 		pool.mu.Lock()
 		n += len(pool.servers) + pool.starting
 		pool.mu.Unlock()
@@ -155,7 +163,7 @@ func (p *Pools) BackendCount() int {
 type Pool struct {
 	parent *Pools
 	q      *queue.Pool
-	cfg    config.PoolConfig
+	cfg    atomic.Pointer[config.PoolConfig] // Reload may replace it
 	log    *slog.Logger
 
 	mu       sync.Mutex
@@ -180,7 +188,7 @@ type Pool struct {
 }
 
 func (p *Pool) keepMinimum() {
-	for !p.closed && !p.paused && len(p.servers)+p.starting < p.cfg.SharedServers && p.reserve() {
+	for !p.closed && !p.paused && len(p.servers)+p.starting < p.conf().SharedServers && p.reserve() {
 		p.startLocked()
 	}
 }
@@ -201,7 +209,7 @@ func (p *Pool) startLocked() {
 			p.unreserve()
 			alone := len(p.servers) == 0 && p.starting == 0
 			p.mu.Unlock()
-			p.log.Error("could not open a backend connection", "host", p.cfg.Host, "port", p.cfg.Port, "dbname", p.cfg.DBName, "user", p.cfg.BackendUser, "err", err)
+			p.log.Error("could not open a backend connection", "host", p.conf().Host, "port", p.conf().Port, "dbname", p.conf().DBName, "user", p.conf().BackendUser, "err", err)
 			werr := asWireError(err)
 			for _, w := range waiters {
 				w(nil, werr)
@@ -266,7 +274,7 @@ func (p *Pool) closeAll() {
 // keys win: a client proved them against the verifier auth_query or the
 // config has now.
 func (p *Pool) Passthrough(pt auth.Passthrough) {
-	if p.cfg.BackendPassword != "" || p.cfg.BackendUser != p.cfg.User {
+	if p.conf().BackendPassword != "" || p.conf().BackendUser != p.conf().User {
 		return
 	}
 	p.mu.Lock()
@@ -309,7 +317,7 @@ func (p *Pool) Cancel(c *queue.Client) {
 	p.parent.wg.Add(1)
 	go func() {
 		defer p.parent.wg.Done()
-		if err := sendCancel(t, p.cfg.ServerConnectTimeout); err != nil {
+		if err := sendCancel(t, p.conf().ServerConnectTimeout); err != nil {
 			p.log.Warn("cancel request to backend failed", "pid", t.PID, "err", err)
 		}
 	}()

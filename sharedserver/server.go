@@ -73,7 +73,7 @@ type Server struct {
 func (p *Pools) connConfig(host string, port int, dbname, user, password string, timeout time.Duration) (*pgconn.Config, error) {
 	// Host, port and TLS go through the connection string so that pgconn
 	// builds its TLS config (and prefer's plaintext fallback) as libpq would.
-	g := p.cfg.Pgmts
+	g := p.conf().Pgmts
 	conn := fmt.Sprintf("host=%s port=%d sslmode=%s", connValue(host), port, g.ServerTLSMode)
 	for key, file := range map[string]string{"sslrootcert": g.ServerTLSCAFile, "sslcert": g.ServerTLSCertFile, "sslkey": g.ServerTLSKeyFile} {
 		if file != "" {
@@ -91,12 +91,12 @@ func (p *Pools) connConfig(host string, port int, dbname, user, password string,
 }
 
 func connect(p *Pool) (*Server, error) {
-	cfg, err := p.parent.connConfig(p.cfg.Host, p.cfg.Port, p.cfg.DBName, p.cfg.BackendUser, p.cfg.BackendPassword, p.cfg.ServerConnectTimeout)
+	cfg, err := p.parent.connConfig(p.conf().Host, p.conf().Port, p.conf().DBName, p.conf().BackendUser, p.conf().BackendPassword, p.conf().ServerConnectTimeout)
 	if err != nil {
 		return nil, err
 	}
-	network, address := backendAddress(p.cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ServerConnectTimeout)
+	network, address := backendAddress(*p.conf())
+	ctx, cancel := context.WithTimeout(context.Background(), p.conf().ServerConnectTimeout)
 	defer cancel()
 	p.mu.Lock()
 	pt := p.passthrough
@@ -329,12 +329,12 @@ func (s *Server) clientGone(c *queue.Client) bool {
 	if !idle {
 		if busy {
 			t := s.cancel
-			_ = sendCancel(&t, s.pool.cfg.ServerConnectTimeout)
+			_ = sendCancel(&t, s.pool.conf().ServerConnectTimeout)
 		}
 		s.fail(errors.New("client left in the middle of a transaction or request"))
 		return false
 	}
-	if q := s.pool.cfg.ServerResetQuery; q != "" && s.pool.q.Mode == circuits.Session {
+	if q := s.pool.conf().ServerResetQuery; q != "" && s.pool.q.Mode == circuits.Session {
 		done := make(chan struct{})
 		if err := s.internalQuery(q, done); err != nil {
 			s.fail(err)

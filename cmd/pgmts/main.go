@@ -47,7 +47,9 @@ func run() int {
 		fmt.Printf("pgmts: %s is valid\n", *configPath)
 		return 0
 	}
-	log := newLogger(cfg)
+	level := new(slog.LevelVar)
+	_ = level.UnmarshalText([]byte(cfg.Pgmts.LogLevel))
+	log := newLogger(cfg, level)
 	slog.SetDefault(log)
 	checkFileLimit(cfg, log)
 
@@ -76,7 +78,7 @@ func run() int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	sig := <-sigs
 	for ; sig == syscall.SIGHUP; sig = <-sigs {
-		reload(*configPath, cfg, group, log)
+		cfg = reload(*configPath, cfg, group, pools, level, log)
 	}
 	switch sig {
 	case syscall.SIGTERM:
@@ -101,29 +103,32 @@ func run() int {
 	return 0
 }
 
-// reload is SIGHUP: it checks the config file and reads the client TLS
-// certificate and key files again (rotated certificates), without touching
-// connected clients. Backend TLS files are read at every new backend
-// connection already. Other settings take effect at the next start.
-func reload(path string, running *config.Config, group *dispatcher.Group, log *slog.Logger) {
-	cfg, err := config.Load(path)
+// reload is SIGHUP: it reads the config file again and puts in force
+// every change a running pgmts can make (users, auth, TLS certificates,
+// which it reads again, pools, limits, timeouts, dispatchers, log_level)
+// without touching connected clients, and says which changes need a
+// restart. It returns the configuration now in force.
+func reload(path string, running *config.Config, group *dispatcher.Group, pools *sharedserver.Pools, level *slog.LevelVar, log *slog.Logger) *config.Config {
+	loaded, err := config.Load(path)
 	if err != nil {
 		log.Error("SIGHUP: configuration not reloaded; fix the file and send SIGHUP again", "err", err)
-		return
+		return running
 	}
-	if err := group.ReloadTLS(); err != nil {
-		log.Error("SIGHUP: TLS certificates not reloaded; the previous ones stay in use", "err", err)
-	} else if running.Pgmts.ClientTLSMode != "disable" {
-		log.Info("SIGHUP: TLS certificates reloaded", "client_tls_cert_file", running.Pgmts.ClientTLSCertFile)
+	cfg, restart := config.Live(running, loaded)
+	if err := group.Reload(cfg); err != nil {
+		log.Error("SIGHUP: configuration not reloaded", "err", err)
+		return running
 	}
-	if changed := config.Changed(running, cfg); len(changed) > 0 {
-		log.Warn("SIGHUP: these settings changed and take effect only at restart", "settings", changed)
+	detached := pools.Reload(cfg)
+	_ = level.UnmarshalText([]byte(cfg.Pgmts.LogLevel))
+	log.Info("SIGHUP: configuration and TLS certificates reloaded", "changed", config.Changed(running, cfg), "pools_detached", detached)
+	if len(restart) > 0 {
+		log.Warn("SIGHUP: these settings changed but take effect only at restart", "settings", restart)
 	}
+	return cfg
 }
 
-func newLogger(cfg *config.Config) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Pgmts.LogLevel))
+func newLogger(cfg *config.Config, level *slog.LevelVar) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Pgmts.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
