@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -163,25 +162,35 @@ func (g *Group) startDispatcher(addr string, reusePort bool) error {
 	return nil
 }
 
-// SetDispatchers changes the number of TCP dispatchers. New ones start
-// accepting at once. Retired ones stop taking clients: the kernel may
-// still give them a new connection, which they hand to an active
-// dispatcher. They keep serving their own clients, and stop once the last
-// one has left.
+// SetDispatchers changes the number of TCP dispatchers that take new
+// clients. New ones start accepting at once (a retired one comes back
+// first). A retired one keeps serving its own clients, and hands each
+// connection the kernel still gives it to an active dispatcher. It keeps
+// its listener: closing a SO_REUSEPORT listener resets the connections
+// waiting in its accept queue.
 func (g *Group) SetDispatchers(n int) error {
 	if n < 1 || n > 256 {
 		return fmt.Errorf("dispatchers: %d is not between 1 and 256", n)
 	}
-	for len(g.active()) < n {
+	g.dmu.Lock()
+	active := 0
+	for _, d := range g.dispatchers {
+		switch {
+		case !d.tcp:
+		case active < n:
+			active++
+			if d.retiring.CompareAndSwap(true, false) {
+				d.log.Info("dispatcher takes new clients again")
+			}
+		case d.retiring.CompareAndSwap(false, true):
+			d.log.Info("dispatcher retired: new clients go to the other dispatchers; it serves its own until they leave", "clients", d.owned.Load())
+		}
+	}
+	g.dmu.Unlock()
+	for ; active < n; active++ {
 		if err := g.startDispatcher("tcp://"+g.cfg().Pgmts.Listen, true); err != nil {
 			return err
 		}
-	}
-	active := g.active()
-	for _, d := range active[n:] {
-		d.log.Info("dispatcher retiring: new clients go to the other dispatchers; it stops once its clients have left", "clients", d.owned.Load())
-		d.retiring.Store(true)
-		g.wg.Go(func() { g.retire(d) })
 	}
 	return nil
 }
@@ -200,37 +209,20 @@ func (g *Group) active() []*Dispatcher {
 }
 
 // Dispatchers counts the TCP dispatchers that take new clients, and the
-// retired ones still serving their clients.
-func (g *Group) Dispatchers() (active, retiring int) {
+// retired ones that still serve clients of their own.
+func (g *Group) Dispatchers() (active, draining int) {
 	g.dmu.Lock()
 	defer g.dmu.Unlock()
 	for _, d := range g.dispatchers {
 		switch {
 		case !d.tcp:
-		case d.retiring.Load():
-			retiring++
-		default:
+		case !d.retiring.Load():
 			active++
+		case d.owned.Load() > 0:
+			draining++
 		}
 	}
-	return active, retiring
-}
-
-// retire stops a retiring dispatcher once its last client has left.
-func (g *Group) retire(d *Dispatcher) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for d.owned.Load() > 0 && !g.shuttingDown.Load() {
-		<-t.C
-	}
-	if g.shuttingDown.Load() {
-		return // Stop stops it
-	}
-	g.dmu.Lock()
-	g.dispatchers = slices.DeleteFunc(g.dispatchers, func(x *Dispatcher) bool { return x == d })
-	g.dmu.Unlock()
-	d.stop()
-	d.log.Info("dispatcher stopped")
+	return active, draining
 }
 
 // handOff picks an active dispatcher for a client a retiring one accepted.

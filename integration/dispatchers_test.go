@@ -7,7 +7,7 @@ import (
 
 // TestSetDispatchersUnderLoad: dispatchers come and go while pgbench opens
 // a new connection for every transaction; no transaction fails, and
-// retired dispatchers stop once their clients have left.
+// retired dispatchers end up with no client of their own.
 func TestSetDispatchersUnderLoad(t *testing.T) {
 	p := startPgmts(t, setMode("transaction", 5))
 	done := pgbenchAsync(t, p.port, "-S", "-C", "-c", "8", "-j", "2", "-T", "6")
@@ -23,12 +23,12 @@ func TestSetDispatchersUnderLoad(t *testing.T) {
 	pgbenchOK(t, <-done)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		active, retiring := p.group.Dispatchers()
-		if active == 3 && retiring == 0 {
+		active, draining := p.group.Dispatchers()
+		if active == 3 && draining == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d active and %d retiring dispatchers, want 3 and 0", active, retiring)
+			t.Fatalf("%d active dispatchers and %d retired ones with clients, want 3 and 0", active, draining)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
