@@ -57,6 +57,7 @@ dispatchers = 8
 max_client_conn = 500
 auth_type = "md5"
 admin_users = ["admin", "ops"]
+stats_users = ["monitor"]
 metrics_listen = ""
 log_level = "debug"
 log_format = "json"
@@ -128,6 +129,9 @@ func TestSample(t *testing.T) {
 	}
 	if !cfg.IsAdminUser("ops") || cfg.IsAdminUser("pgmts") || cfg.IsAdminUser("") {
 		t.Error("IsAdminUser disagrees with admin_users")
+	}
+	if !cfg.IsStatsUser("monitor") || cfg.IsStatsUser("ops") || Default().Pgmts.StatsUsers == nil {
+		t.Error("IsStatsUser disagrees with stats_users")
 	}
 }
 
@@ -259,6 +263,8 @@ func TestErrors(t *testing.T) {
 		{`pgmts.admin_users = "admin"`, `config: pgmts.admin_users: must be an array of strings`},
 		{`pgmts.admin_users = ["admin", 1]`, `config: pgmts.admin_users: must be an array of strings`},
 		{`pgmts.admin_users = [""]`, `config: pgmts.admin_users: "" is not a user name`},
+		{`pgmts.stats_users = "monitor"`, `config: pgmts.stats_users: must be an array of strings`},
+		{`pgmts.stats_users = [""]`, `config: pgmts.stats_users: "" is not a user name`},
 		{`pgmts.metrics_listen = "9127"`, `config: pgmts.metrics_listen: "9127" is not host:port`},
 		{`pgmts.log_level = "trace"`, `config: pgmts.log_level: "trace" is not one of debug, info, warn, error`},
 		{`pgmts.log_format = "xml"`, `config: pgmts.log_format: "xml" is not one of text, json`},

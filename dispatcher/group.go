@@ -106,7 +106,7 @@ func (g *Group) Start() error {
 			g.Stop()
 			return err
 		}
-		g.dispatchers = append(g.dispatchers, d)
+		g.addDispatcher(d)
 	}
 	if unix != "" && n > 1 {
 		d := g.newDispatcher(n)
@@ -114,7 +114,7 @@ func (g *Group) Start() error {
 			g.Stop()
 			return err
 		}
-		g.dispatchers = append(g.dispatchers, d)
+		g.addDispatcher(d)
 	}
 	if unix != "" {
 		path := unix[len("unix://"):]

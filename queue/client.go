@@ -7,6 +7,7 @@ package queue
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/circuits"
@@ -40,6 +41,9 @@ type Pool struct {
 // Router finds the pool for a client's database and user, and the
 // password of a user the config does not know.
 type Router interface {
+	// Route returns the pool. A *wire.Error refuses the client with
+	// that error (e.g. FATAL 28000); any other error means no such
+	// database.
 	Route(database, user string) (*Pool, error)
 	// LookupUser finds user's password with auth_query, for a client of
 	// database, and calls done from any goroutine (or at once, e.g. from a
@@ -64,6 +68,8 @@ type Client struct {
 	Responses *ResponseQueue
 	// Conn is the dispatcher's own handle for the connection.
 	Conn any
+	// Connected is when the client logged in.
+	Connected time.Time
 
 	mu      sync.Mutex
 	circuit *circuits.Circuit
@@ -83,6 +89,8 @@ type Client struct {
 	drained  chan struct{}
 
 	cancelTarget atomic.Pointer[CancelTarget]
+
+	stats clientStats
 }
 
 // CancelTarget is the backend a client's query runs on, for CancelRequest.
@@ -94,7 +102,7 @@ type CancelTarget struct {
 
 // NewClient makes the handle for a logged-in client.
 func NewClient(id uint64, pool *Pool, responses *ResponseQueue, conn any, c *circuits.Circuit) *Client {
-	return &Client{ID: id, Pool: pool, Responses: responses, Conn: conn, circuit: c,
+	return &Client{ID: id, Pool: pool, Responses: responses, Conn: conn, circuit: c, Connected: time.Now(),
 		wake: make(chan struct{}, 1), drained: make(chan struct{}, 1)}
 }
 
@@ -118,6 +126,7 @@ func (c *Client) Submit(data []byte, types []byte) bool {
 		c.circuit.FromClient(t)
 	}
 	c.inbox = append(c.inbox, data...)
+	c.stats.submitted(len(types), len(data))
 	switch c.state {
 	case stateIdle:
 		c.state = stateQueued

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -35,6 +36,10 @@ type Pools struct {
 	wg   sync.WaitGroup // every goroutine this package starts
 
 	auth authQueries
+
+	// started, live and highWater count backends for SHOW
+	// SHARED_SERVER_MONITOR (stats.go).
+	started, live, highWater atomic.Int64
 }
 
 // NewPools starts the pool registry (and its query_wait_timeout sweeper).
@@ -153,6 +158,12 @@ type Pool struct {
 	// passthrough is what the last clients' logins left to log in with
 	// when the pool has no password (see Passthrough).
 	passthrough auth.Passthrough
+
+	// Server monitor counters and the totals of servers that are gone
+	// (stats.go).
+	started, terminated int64
+	highWater           int
+	retired             Totals
 }
 
 // grow starts a server when requests wait and the pool is below its cap.
@@ -204,6 +215,7 @@ func (p *Pool) startLocked() {
 			return
 		}
 		p.servers[s] = struct{}{}
+		p.recordStart(s)
 		p.params = s.loginParams
 		p.mu.Unlock()
 		p.log.Debug("backend connected", "pid", s.pid)
@@ -218,7 +230,10 @@ func (p *Pool) startLocked() {
 func (p *Pool) remove(s *Server) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.servers, s)
+	if _, ok := p.servers[s]; ok {
+		delete(p.servers, s)
+		p.recordEnd(s)
+	}
 	if p.closed {
 		return
 	}

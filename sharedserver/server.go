@@ -60,6 +60,8 @@ type Server struct {
 	wseg, rseg uint64
 
 	spare []byte
+
+	stats serverStats // for the admin console (stats.go)
 }
 
 // connConfig is pgconn's config for a login to host and port as user.
@@ -238,6 +240,7 @@ func (s *Server) serve(c *queue.Client) bool {
 			s.spare = data
 			return s.clientGone(c)
 		case len(data) > 0:
+			s.stats.request(len(data))
 			if _, err := s.conn.Write(s.prepareStatements(c, data)); err != nil {
 				s.fail(err)
 				return false
@@ -453,6 +456,7 @@ func (s *Server) handle(typ byte, msg []byte, out **[]byte) bool {
 		}
 		s.emit(out, msg)
 		s.flush(out)
+		s.stats.ready(msg[5])
 		released := owner.Ready(s, msg[5])
 		if released {
 			s.resync()
@@ -567,6 +571,7 @@ func (s *Server) flush(out **[]byte) {
 		default:
 		}
 	}
+	s.stats.replied(len(**out))
 	c.Responses.PushPooled(c, *out)
 	*out = nil
 }

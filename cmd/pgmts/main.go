@@ -17,6 +17,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/pgmts/pgmts/admin"
 	"github.com/pgmts/pgmts/config"
 	"github.com/pgmts/pgmts/dispatcher"
 	"github.com/pgmts/pgmts/sharedserver"
@@ -52,22 +53,23 @@ func run() int {
 	checkFileLimit(cfg, log)
 
 	pools := sharedserver.NewPools(cfg, log)
-	group, err := dispatcher.New(cfg, pools, log)
+	console := admin.New(cfg, pools, log, version)
+	defer pools.Close()
+	defer console.Close()
+	group, err := dispatcher.New(cfg, console, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
-		pools.Close()
 		return 1
 	}
+	console.Attach(group)
 	if err := group.Start(); err != nil {
 		log.Error("cannot start", "err", err)
-		pools.Close()
 		return 1
 	}
 	metricsSrv, err := serveMetrics(cfg, group, pools, log)
 	if err != nil {
 		log.Error("cannot start the metrics endpoint", "metrics_listen", cfg.Pgmts.MetricsListen, "err", err)
 		group.Stop()
-		pools.Close()
 		return 1
 	}
 	log.Info("pgmts started", "version", version, "listen", cfg.Pgmts.Listen, "unix_socket_dir", cfg.Pgmts.UnixSocketDir, "config", *configPath)
@@ -93,7 +95,6 @@ func run() int {
 		log.Info("SIGINT: fast shutdown")
 		group.Stop()
 	}
-	pools.Close()
 	if metricsSrv != nil {
 		_ = metricsSrv.Close()
 	}
