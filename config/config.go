@@ -42,6 +42,7 @@ type Global struct {
 	AuthFile        string        `toml:"auth_file"`     // PgBouncer userlist.txt format; "" = none
 	AuthHBAFile     string        `toml:"auth_hba_file"` // pg_hba.conf format, for auth_type "hba"
 	AdminUsers      []string      `toml:"admin_users"`
+	StatsUsers      []string      `toml:"stats_users"`    // admin console, SHOW commands only
 	MetricsListen   string        `toml:"metrics_listen"` // "" disables metrics
 	DebugPprof      bool          `toml:"debug_pprof"`    // /debug/pprof on metrics_listen
 	LogLevel        string        `toml:"log_level"`      // debug | info | warn | error
@@ -117,6 +118,7 @@ func Default() Config {
 			MaxClientConn:      10000,
 			AuthType:           "scram-sha-256",
 			AdminUsers:         []string{"pgmts"},
+			StatsUsers:         []string{},
 			MetricsListen:      "127.0.0.1:9127",
 			LogLevel:           "info",
 			LogFormat:          "text",
@@ -326,6 +328,9 @@ func (c *Config) validate() error {
 	}
 	if slices.Contains(g.AdminUsers, "") {
 		return errors.New(`pgmts.admin_users: "" is not a user name`)
+	}
+	if slices.Contains(g.StatsUsers, "") {
+		return errors.New(`pgmts.stats_users: "" is not a user name`)
 	}
 	if g.MetricsListen != "" {
 		if err := checkHostPort("pgmts.metrics_listen", g.MetricsListen); err != nil {
@@ -567,6 +572,12 @@ func (c *Config) PoolFor(database, user string) (PoolConfig, bool) {
 // IsAdminUser reports whether name may use the admin console.
 func (c *Config) IsAdminUser(name string) bool {
 	return slices.Contains(c.Pgmts.AdminUsers, name)
+}
+
+// IsStatsUser reports whether name may run the admin console's SHOW
+// commands.
+func (c *Config) IsStatsUser(name string) bool {
+	return slices.Contains(c.Pgmts.StatsUsers, name)
 }
 
 // AuthQuery is how to look up, with auth_query, the password of a user the

@@ -57,6 +57,7 @@ dispatchers = 8
 max_client_conn = 500
 auth_type = "md5"
 admin_users = ["admin", "ops"]
+stats_users = ["monitor"]
 metrics_listen = ""
 log_level = "debug"
 log_format = "json"
@@ -128,6 +129,9 @@ func TestSample(t *testing.T) {
 	}
 	if !cfg.IsAdminUser("ops") || cfg.IsAdminUser("pgmts") || cfg.IsAdminUser("") {
 		t.Error("IsAdminUser disagrees with admin_users")
+	}
+	if !cfg.IsStatsUser("monitor") || cfg.IsStatsUser("ops") || Default().Pgmts.StatsUsers == nil {
+		t.Error("IsStatsUser disagrees with stats_users")
 	}
 }
 
@@ -259,6 +263,8 @@ func TestErrors(t *testing.T) {
 		{`pgmts.admin_users = "admin"`, `config: pgmts.admin_users: must be an array of strings`},
 		{`pgmts.admin_users = ["admin", 1]`, `config: pgmts.admin_users: must be an array of strings`},
 		{`pgmts.admin_users = [""]`, `config: pgmts.admin_users: "" is not a user name`},
+		{`pgmts.stats_users = "monitor"`, `config: pgmts.stats_users: must be an array of strings`},
+		{`pgmts.stats_users = [""]`, `config: pgmts.stats_users: "" is not a user name`},
 		{`pgmts.metrics_listen = "9127"`, `config: pgmts.metrics_listen: "9127" is not host:port`},
 		{`pgmts.log_level = "trace"`, `config: pgmts.log_level: "trace" is not one of debug, info, warn, error`},
 		{`pgmts.log_format = "xml"`, `config: pgmts.log_format: "xml" is not one of text, json`},
@@ -413,5 +419,31 @@ func TestLive(t *testing.T) {
 	}
 	if cur.Pgmts.Listen != "127.0.0.1:7000" {
 		t.Fatal("Live changed its argument")
+	}
+}
+
+func TestWith(t *testing.T) {
+	base := mustParse(t, "")
+	c, err := With(base, "max_shared_servers", "7")
+	if err != nil || c.Pool.MaxSharedServers != 7 || base.Pool.MaxSharedServers != 20 {
+		t.Fatalf("max_shared_servers = 7: %v, %+v", err, c)
+	}
+	if c, err = With(base, "pgmts.log_level", "debug"); err != nil || c.Pgmts.LogLevel != "debug" {
+		t.Fatalf("pgmts.log_level = debug: %v", err)
+	}
+	if c, err = With(base, "query_wait_timeout", "5s"); err != nil || c.Pool.QueryWaitTimeout != 5*time.Second {
+		t.Fatalf("query_wait_timeout = 5s: %v", err)
+	}
+	for _, tc := range []struct{ key, value, want string }{
+		{"no_such_setting", "1", `unknown setting "no_such_setting"`},
+		{"listen", "127.0.0.1:1", "pgmts.listen cannot change while pgmts runs"},
+		{"max_shared_servers", "many", `pool.max_shared_servers: "many" is not an integer`},
+		{"max_shared_servers", "0", "pool.max_shared_servers: 0 is below 1"},
+		{"log_level", "loud", `pgmts.log_level: "loud" is not one of`},
+		{"pool.log_level", "debug", `unknown setting "pool.log_level"`},
+	} {
+		if _, err := With(base, tc.key, tc.value); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("With(%s = %s): %v, want %q", tc.key, tc.value, err, tc.want)
+		}
 	}
 }

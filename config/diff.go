@@ -52,24 +52,13 @@ func changedSections[V any](kind string, a, b map[string]V) []string {
 // them that cur wanted to change.
 func Live(old, cur *Config) (*Config, []string) {
 	live := *cur
-	g, o := &live.Pgmts, old.Pgmts
 	var kept []string
-	for _, f := range []struct {
-		name string
-		cur  any
-		old  any
-		keep func()
-	}{
-		{"pgmts.listen", g.Listen, o.Listen, func() { g.Listen = o.Listen }},
-		{"pgmts.unix_socket_dir", g.UnixSocketDir, o.UnixSocketDir, func() { g.UnixSocketDir = o.UnixSocketDir }},
-		{"pgmts.unix_socket_mode", g.UnixSocketMode, o.UnixSocketMode, func() { g.UnixSocketMode = o.UnixSocketMode }},
-		{"pgmts.metrics_listen", g.MetricsListen, o.MetricsListen, func() { g.MetricsListen = o.MetricsListen }},
-		{"pgmts.debug_pprof", g.DebugPprof, o.DebugPprof, func() { g.DebugPprof = o.DebugPprof }},
-		{"pgmts.log_format", g.LogFormat, o.LogFormat, func() { g.LogFormat = o.LogFormat }},
-	} {
-		if f.cur != f.old {
-			kept = append(kept, f.name)
-			f.keep()
+	lv, ov := reflect.ValueOf(&live.Pgmts).Elem(), reflect.ValueOf(old.Pgmts)
+	for i := range lv.NumField() {
+		name := "pgmts." + lv.Type().Field(i).Tag.Get("toml")
+		if slices.Contains(restartOnly, name) && !reflect.DeepEqual(lv.Field(i).Interface(), ov.Field(i).Interface()) {
+			kept = append(kept, name)
+			lv.Field(i).Set(ov.Field(i))
 		}
 	}
 	return &live, kept

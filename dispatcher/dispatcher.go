@@ -35,9 +35,9 @@ type Dispatcher struct {
 	logins       map[*clientConn]time.Time
 	expireLogins gnet.RunnableFunc
 
-	tcp      bool        // listens on TCP (not the unix socket)
-	retiring atomic.Bool // SetDispatchers retired it
-	owned    atomic.Int64
+	tcp      bool            // listens on TCP (not the unix socket)
+	retiring atomic.Bool     // SetDispatchers retired it
+	stats    dispatcherStats // for the admin console (stats.go)
 }
 
 func (g *Group) newDispatcher(id int) *Dispatcher {
@@ -51,6 +51,7 @@ func (g *Group) newDispatcher(id int) *Dispatcher {
 
 func (d *Dispatcher) start(addrs []string, reusePort bool) error {
 	d.tcp = reusePort
+	d.stats.addrs, d.stats.started = addrs, time.Now()
 	d.g.wg.Add(1)
 	go func() {
 		defer d.g.wg.Done()
@@ -119,8 +120,8 @@ func (d *Dispatcher) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		d.log.Warn("client refused: max_client_conn reached", "max_client_conn", d.g.cfg().Pgmts.MaxClientConn, "addr", c.RemoteAddr())
 		return wire.Fatal("53300", "no more connections allowed (max_client_conn = %d)", d.g.cfg().Pgmts.MaxClientConn).Encode(nil), gnet.Close
 	}
-	d.owned.Add(1)
 	cc := &clientConn{d: d, c: c, need: 4}
+	d.stats.accept()
 	c.SetContext(cc)
 	if t := d.g.cfg().Pgmts.ClientLoginTimeout; t > 0 {
 		d.logins[cc] = time.Now().Add(t)
@@ -184,7 +185,7 @@ func (d *Dispatcher) OnClose(c gnet.Conn, _ error) gnet.Action {
 // closed forgets a connection that is gone (on the loop).
 func (d *Dispatcher) closed(cc *clientConn) {
 	d.g.clients.Add(-1)
-	d.owned.Add(-1)
+	d.stats.close()
 	cc.closed = true
 	cc.gone = true
 	delete(d.logins, cc)
@@ -200,6 +201,7 @@ func (d *Dispatcher) OnTraffic(c gnet.Conn) gnet.Action {
 	if !ok {
 		return gnet.Close // handed over to a TLS session
 	}
+	defer d.stats.busySince(queue.Nanotime())
 	return cc.onTraffic()
 }
 
@@ -220,6 +222,7 @@ func (d *Dispatcher) wake() {
 
 // drainResponses writes every queued reply; it runs on the loop.
 func (d *Dispatcher) drainResponses() {
+	defer d.stats.busySince(queue.Nanotime())
 	items := d.responses.Drain()
 	for i := range items {
 		r := &items[i]
@@ -227,6 +230,7 @@ func (d *Dispatcher) drainResponses() {
 		if !cc.closed {
 			if len(r.Data) > 0 {
 				_, _ = cc.c.Write(r.Data)
+				d.stats.wrote(len(r.Data))
 			}
 			if r.Close {
 				cc.closed = true
@@ -374,6 +378,7 @@ func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 
 func (cc *clientConn) submit(b []byte) {
 	if len(b) > 0 {
+		cc.d.stats.framed(len(cc.types), len(b))
 		cc.client.Submit(b, cc.types)
 	}
 }

@@ -183,7 +183,7 @@ func (g *Group) SetDispatchers(n int) error {
 				d.log.Info("dispatcher takes new clients again")
 			}
 		case d.retiring.CompareAndSwap(false, true):
-			d.log.Info("dispatcher retired: new clients go to the other dispatchers; it serves its own until they leave", "clients", d.owned.Load())
+			d.log.Info("dispatcher retired: new clients go to the other dispatchers; it serves its own until they leave", "clients", d.stats.open())
 		}
 	}
 	g.dmu.Unlock()
@@ -218,7 +218,7 @@ func (g *Group) Dispatchers() (active, draining int) {
 		case !d.tcp:
 		case !d.retiring.Load():
 			active++
-		case d.owned.Load() > 0:
+		case d.stats.open() > 0:
 			draining++
 		}
 	}

@@ -364,6 +364,11 @@ func (cc *clientConn) authenticated() gnet.Action {
 	l := cc.login
 	_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationOk{}))
 	pool, err := cc.d.g.router.Route(l.database, l.user)
+	var refused *wire.Error
+	if errors.As(err, &refused) {
+		cc.d.log.Warn("client refused by the router", "database", l.database, "user", l.user, "addr", cc.c.RemoteAddr(), "reason", refused.Message)
+		return cc.fatal(refused)
+	}
 	if err != nil {
 		cc.d.log.Info("client asked for a database pgmts does not serve", "database", l.database, "user", l.user, "addr", cc.c.RemoteAddr())
 		e := wire.Fatal("3D000", "database %q does not exist", l.database)

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgmts/pgmts/admin"
 	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/config"
 	"github.com/pgmts/pgmts/dispatcher"
@@ -140,7 +141,7 @@ func ourGoroutines() string {
 	buf = buf[:runtime.Stack(buf, true)]
 	var left []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		for _, pkg := range []string{"pgmts/pgmts/dispatcher.", "pgmts/pgmts/sharedserver.", "pgmts/pgmts/queue."} {
+		for _, pkg := range []string{"pgmts/pgmts/dispatcher.", "pgmts/pgmts/sharedserver.", "pgmts/pgmts/queue.", "pgmts/pgmts/admin."} {
 			if strings.Contains(g, pkg) {
 				left = append(left, g)
 				break
@@ -177,10 +178,11 @@ func pgbenchInit() error {
 
 // pgmts is one pgmts instance run in-process.
 type pgmts struct {
-	cfg   *config.Config
-	pools *sharedserver.Pools
-	group *dispatcher.Group
-	port  int
+	cfg     *config.Config
+	pools   *sharedserver.Pools
+	console *admin.Console
+	group   *dispatcher.Group
+	port    int
 }
 
 func freePort(t testing.TB) int {
@@ -257,16 +259,19 @@ func startPgmtsLog(t testing.TB, edit func(*config.Config), logs io.Writer) *pgm
 	}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(out...), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	pools := sharedserver.NewPools(cfg, log)
-	group, err := dispatcher.New(cfg, pools, log)
+	console := admin.New(cfg, "", new(slog.LevelVar), pools, log, "test")
+	group, err := dispatcher.New(cfg, console, log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	console.Attach(group)
 	if err := group.Start(); err != nil {
+		console.Close()
 		pools.Close()
 		t.Fatal(err)
 	}
 	_, port, _ := net.SplitHostPort(cfg.Pgmts.Listen)
-	p := &pgmts{cfg: cfg, pools: pools, group: group}
+	p := &pgmts{cfg: cfg, pools: pools, console: console, group: group}
 	p.port, _ = strconv.Atoi(port)
 	t.Cleanup(p.stop)
 	return p
@@ -274,6 +279,9 @@ func startPgmtsLog(t testing.TB, edit func(*config.Config), logs io.Writer) *pgm
 
 func (p *pgmts) stop() {
 	p.group.Stop()
+	if p.console != nil {
+		p.console.Close()
+	}
 	p.pools.Close()
 }
 

@@ -51,12 +51,10 @@ func pgbenchOK(t *testing.T, out string) {
 // through pgmts in transaction mode; PAUSE; PostgreSQL restarts; RESUME;
 // pgbench finishes with zero failed transactions.
 func TestPauseRestartResume(t *testing.T) {
-	p := startPgmts(t, setMode("transaction", 5))
+	p := startPgmts(t, withConsole("transaction", 5))
 	done := pgbenchAsync(t, p.port, "-S", "-c", "10", "-j", "2", "-T", "8")
 	time.Sleep(2 * time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := p.pools.Pause(ctx, "bench"); err != nil {
+	if _, err := psqlAdmin(t, p, adminUser, adminPass, "pgmts", "PAUSE bench;"); err != nil {
 		t.Fatal(err)
 	}
 	if n := p.pools.BackendCount(); n != 0 {
@@ -65,8 +63,52 @@ func TestPauseRestartResume(t *testing.T) {
 	if err := cluster.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	p.pools.Resume("bench")
+	if _, err := psqlAdmin(t, p, adminUser, adminPass, "pgbouncer", "RESUME bench;"); err != nil {
+		t.Fatal(err)
+	}
 	pgbenchOK(t, <-done)
+}
+
+// TestAdminControl: SET changes pool limits, dispatchers and log_level at
+// once; RECONNECT replaces a pool's servers.
+func TestAdminControl(t *testing.T) {
+	p := startPgmts(t, withConsole("transaction", 1))
+	admin := func(sql string) {
+		t.Helper()
+		if _, err := psqlAdmin(t, p, adminUser, adminPass, "pgmts", sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	c := p.connect(t)
+	before := queryString(t, c, "SELECT pg_backend_pid()::text")
+	admin("RECONNECT bench")
+	if after := queryString(t, c, "SELECT pg_backend_pid()::text"); after == before {
+		t.Fatalf("RECONNECT kept backend %s", before)
+	}
+
+	admin("SET max_shared_servers = 3")
+	cfg := show(t, p, "CONFIG")
+	if r := cfg.where("key", "max_shared_servers"); len(r) != 1 || r[0]["value"] != "3" {
+		t.Fatalf("SHOW CONFIG after SET max_shared_servers = 3: %v", r)
+	}
+	script := filepath.Join(t.TempDir(), "sleep.sql")
+	if err := os.WriteFile(script, []byte("SELECT pg_sleep(0.02);\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pgbenchOK(t, <-pgbenchAsync(t, p.port, "-f", script, "-c", "8", "-j", "2", "-T", "2"))
+	if n := len(show(t, p, "SERVERS").rows); n != 3 {
+		t.Fatalf("%d servers after a burst with max_shared_servers = 3, want 3", n)
+	}
+
+	admin("SET dispatchers = 3")
+	if active, _ := p.group.Dispatchers(); active != 3 {
+		t.Fatalf("SET dispatchers = 3: %d active", active)
+	}
+	admin("SET log_level = 'debug'")
+	if r := show(t, p, "CONFIG").where("key", "log_level"); len(r) != 1 || r[0]["value"] != "debug" {
+		t.Fatalf("SHOW CONFIG after SET log_level: %v", r)
+	}
+	checkAlive(t, p)
 }
 
 // TestPauseTimesOutOnBusyServer: PAUSE gives up with an error when a

@@ -7,6 +7,7 @@ package queue
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/circuits"
@@ -29,15 +30,19 @@ type Backend interface {
 
 // Pool is one pool (database + user) as the dispatchers see it.
 type Pool struct {
-	Name     string
-	Mode     circuits.Mode
-	Requests *RequestQueue
-	Backend  Backend
+	Name           string // database/user
+	Database, User string // as clients name them
+	Mode           circuits.Mode
+	Requests       *RequestQueue
+	Backend        Backend
 }
 
 // Router finds the pool for a client's database and user, and the
 // password of a user the config does not know.
 type Router interface {
+	// Route returns the pool. A *wire.Error refuses the client with
+	// that error (e.g. FATAL 28000); any other error means no such
+	// database.
 	Route(database, user string) (*Pool, error)
 	// LookupUser finds user's password with auth_query, for a client of
 	// database, and calls done from any goroutine (or at once, e.g. from a
@@ -62,6 +67,8 @@ type Client struct {
 	Responses *ResponseQueue
 	// Conn is the dispatcher's own handle for the connection.
 	Conn any
+	// Connected is when the client logged in.
+	Connected time.Time
 
 	mu      sync.Mutex
 	circuit *circuits.Circuit
@@ -81,6 +88,8 @@ type Client struct {
 	drained  chan struct{}
 
 	cancelTarget atomic.Pointer[CancelTarget]
+
+	stats clientStats
 }
 
 // CancelTarget is the backend a client's query runs on, for CancelRequest.
@@ -92,7 +101,7 @@ type CancelTarget struct {
 
 // NewClient makes the handle for a logged-in client.
 func NewClient(id uint64, pool *Pool, responses *ResponseQueue, conn any, c *circuits.Circuit) *Client {
-	return &Client{ID: id, Pool: pool, Responses: responses, Conn: conn, circuit: c,
+	return &Client{ID: id, Pool: pool, Responses: responses, Conn: conn, circuit: c, Connected: time.Now(),
 		wake: make(chan struct{}, 1), drained: make(chan struct{}, 1)}
 }
 
@@ -116,6 +125,7 @@ func (c *Client) Submit(data []byte, types []byte) bool {
 		c.circuit.FromClient(t)
 	}
 	c.inbox = append(c.inbox, data...)
+	c.stats.submitted(len(types), len(data))
 	switch c.state {
 	case stateIdle:
 		c.state = stateQueued

@@ -25,6 +25,7 @@ type ResponseQueue struct {
 	spare   []Reply
 	pending bool
 	wake    func()
+	pushed  int64 // replies ever pushed (SHOW QUEUE)
 }
 
 // NewResponseQueue makes a queue that calls wake (from the producer's
@@ -40,6 +41,7 @@ func (q *ResponseQueue) Push(r Reply) {
 	}
 	q.mu.Lock()
 	q.items = append(q.items, r)
+	q.pushed++
 	wake := !q.pending
 	q.pending = true
 	q.mu.Unlock()
@@ -71,6 +73,7 @@ func (q *ResponseQueue) Drain() []Reply {
 func (r *Reply) Done() {
 	if r.Client != nil {
 		r.Client.queued.Add(-int64(len(r.Data)))
+		r.Client.stats.wrote(len(r.Data))
 	}
 	if r.pooled {
 		PutBuffer(r.Data)

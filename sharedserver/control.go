@@ -63,9 +63,10 @@ func (p *Pool) unreserve() {
 }
 
 // grow starts servers while requests wait: one per waiting request not
-// already covered by a server being opened, once the oldest has waited
-// scale_up_wait, up to max_shared_servers and the database and user caps.
-// A pool with no server at all starts one at once.
+// already covered by a server being opened or one about to take a
+// request, once the oldest has waited scale_up_wait, up to
+// max_shared_servers and the database and user caps. A pool with no
+// server at all starts one at once.
 func (p *Pool) grow() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -73,7 +74,13 @@ func (p *Pool) grow() {
 		return
 	}
 	st := p.q.Requests.Stats() // lock order: pool, then queue
-	if st.Waiting <= p.starting {
+	covered := p.starting
+	for s := range p.servers {
+		if s.idleSince.Load() != 0 {
+			covered++
+		}
+	}
+	if st.Waiting <= covered {
 		return
 	}
 	if wait := p.conf().ScaleUpWait - st.OldestWait; wait > 0 && len(p.servers)+p.starting > 0 {
@@ -87,7 +94,7 @@ func (p *Pool) grow() {
 		}
 		return
 	}
-	for n := st.Waiting - p.starting; n > 0 && len(p.servers)+p.starting < p.conf().MaxSharedServers; n-- {
+	for n := st.Waiting - covered; n > 0 && len(p.servers)+p.starting < p.conf().MaxSharedServers; n-- {
 		if !p.reserve() {
 			p.log.Debug("requests wait, but max_db_connections or max_user_connections is reached",
 				"max_db_connections", p.conf().MaxDBConnections, "max_user_connections", p.conf().MaxUserConnections)
@@ -236,7 +243,7 @@ func (p *Pools) poolsOf(db string) []*Pool {
 }
 
 // conf is the configuration in force.
-func (p *Pools) conf() *config.Config { return p.live.Load() }
+func (p *Pools) conf() *config.Config { return p.current.Load() }
 
 // conf is the pool's configuration in force.
 func (p *Pool) conf() *config.PoolConfig { return p.cfg.Load() }
@@ -248,7 +255,7 @@ func (p *Pool) conf() *config.PoolConfig { return p.cfg.Load() }
 // and new logins get a new pool (or "does not exist"). It returns the
 // names of the detached pools.
 func (p *Pools) Reload(cfg *config.Config) []string {
-	p.live.Store(cfg)
+	p.current.Store(cfg)
 	p.mu.Lock()
 	var detached []*Pool
 	var updated []*Pool

@@ -26,8 +26,8 @@ import (
 
 // Pools owns every pool; it is the dispatchers' queue.Router.
 type Pools struct {
-	live atomic.Pointer[config.Config] // Reload replaces it
-	log  *slog.Logger
+	current atomic.Pointer[config.Config] // Reload replaces it
+	log     *slog.Logger
 
 	mu     sync.Mutex
 	pools  map[string]*Pool
@@ -45,13 +45,17 @@ type Pools struct {
 	draining []*Pool
 
 	auth authQueries
+
+	// started, live and highWater count backends for SHOW
+	// SHARED_SERVER_MONITOR (stats.go).
+	started, live, highWater atomic.Int64
 }
 
 // NewPools starts the pool registry (and its query_wait_timeout sweeper).
 func NewPools(cfg *config.Config, log *slog.Logger) *Pools {
 	p := &Pools{log: log, pools: map[string]*Pool{}, stop: make(chan struct{}), auth: newAuthQueries(),
 		dbConns: map[string]*atomic.Int64{}, userConns: map[string]*atomic.Int64{}, paused: map[string]bool{}}
-	p.live.Store(cfg)
+	p.current.Store(cfg)
 	p.wg.Add(1)
 	go p.sweep()
 	return p
@@ -82,7 +86,7 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 	pool := &Pool{parent: p, log: p.log.With("pool", database+"/"+user), servers: map[*Server]struct{}{},
 		dbConns: counter(p.dbConns, database), userConns: counter(p.userConns, user)}
 	pool.cfg.Store(&pc)
-	pool.q = &queue.Pool{Name: database + "/" + user, Mode: mode, Requests: &queue.RequestQueue{}, Backend: pool}
+	pool.q = &queue.Pool{Name: database + "/" + user, Database: database, User: user, Mode: mode, Requests: &queue.RequestQueue{}, Backend: pool}
 	pool.q.Requests.OnWait = pool.grow
 	if p.paused[""] || p.paused[database] {
 		pool.hold()
@@ -185,6 +189,12 @@ type Pool struct {
 	// pool's database and of its user, for max_db_connections and
 	// max_user_connections.
 	dbConns, userConns *atomic.Int64
+
+	// Server monitor counters and the totals of servers that are gone
+	// (stats.go).
+	started, terminated int64
+	highWater           int
+	retired             Totals
 }
 
 func (p *Pool) keepMinimum() {
@@ -233,7 +243,9 @@ func (p *Pool) startLocked() {
 			}
 			return
 		}
+		s.idleSince.Store(time.Now().UnixNano()) // counts as idle until it takes a client
 		p.servers[s] = struct{}{}
+		p.recordStart(s)
 		p.params = s.loginParams
 		p.mu.Unlock()
 		p.log.Debug("backend connected", "pid", s.pid)
@@ -250,6 +262,7 @@ func (p *Pool) remove(s *Server) {
 	if _, ok := p.servers[s]; ok {
 		delete(p.servers, s)
 		p.unreserve()
+		p.recordEnd(s)
 	}
 	p.keepMinimum()
 	p.mu.Unlock()

@@ -67,6 +67,8 @@ type Server struct {
 	wseg, rseg uint64
 
 	spare []byte
+
+	stats serverStats // for the admin console (stats.go)
 }
 
 // connConfig is pgconn's config for a login to host and port as user.
@@ -255,6 +257,7 @@ func (s *Server) serve(c *queue.Client) bool {
 			s.spare = data
 			return s.clientGone(c)
 		case len(data) > 0:
+			s.stats.request(len(data))
 			if _, err := s.conn.Write(s.prepareStatements(c, data)); err != nil {
 				s.fail(err)
 				return false
@@ -470,6 +473,7 @@ func (s *Server) handle(typ byte, msg []byte, out **[]byte) bool {
 		}
 		s.emit(out, msg)
 		s.flush(out)
+		s.stats.ready(msg[5])
 		released := owner.Ready(s, msg[5])
 		if released {
 			s.resync()
@@ -584,6 +588,7 @@ func (s *Server) flush(out **[]byte) {
 		default:
 		}
 	}
+	s.stats.replied(len(**out))
 	c.Responses.PushPooled(c, *out)
 	*out = nil
 }

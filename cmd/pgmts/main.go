@@ -17,6 +17,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/pgmts/pgmts/admin"
 	"github.com/pgmts/pgmts/config"
 	"github.com/pgmts/pgmts/dispatcher"
 	"github.com/pgmts/pgmts/sharedserver"
@@ -54,22 +55,23 @@ func run() int {
 	checkFileLimit(cfg, log)
 
 	pools := sharedserver.NewPools(cfg, log)
-	group, err := dispatcher.New(cfg, pools, log)
+	console := admin.New(cfg, *configPath, level, pools, log, version)
+	defer pools.Close()
+	defer console.Close()
+	group, err := dispatcher.New(cfg, console, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
-		pools.Close()
 		return 1
 	}
+	console.Attach(group)
 	if err := group.Start(); err != nil {
 		log.Error("cannot start", "err", err)
-		pools.Close()
 		return 1
 	}
 	metricsSrv, err := serveMetrics(cfg, group, pools, log)
 	if err != nil {
 		log.Error("cannot start the metrics endpoint", "metrics_listen", cfg.Pgmts.MetricsListen, "err", err)
 		group.Stop()
-		pools.Close()
 		return 1
 	}
 	log.Info("pgmts started", "version", version, "listen", cfg.Pgmts.Listen, "unix_socket_dir", cfg.Pgmts.UnixSocketDir, "config", *configPath)
@@ -78,12 +80,17 @@ func run() int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	sig := <-sigs
 	for ; sig == syscall.SIGHUP; sig = <-sigs {
-		cfg = reload(*configPath, cfg, group, pools, level, log)
+		// As the console's RELOAD: every change a running pgmts can make,
+		// without touching connected clients.
+		if err := console.Reload(); err != nil {
+			log.Error("SIGHUP: configuration not reloaded, nothing changed; fix the file and send SIGHUP again", "err", err)
+		}
 	}
 	switch sig {
 	case syscall.SIGTERM:
-		log.Info("SIGTERM: no new clients; waiting for running transactions to finish", "shutdown_timeout", cfg.Pgmts.ShutdownTimeout)
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.Pgmts.ShutdownTimeout)
+		timeout := console.Config().Pgmts.ShutdownTimeout
+		log.Info("SIGTERM: no new clients; waiting for running transactions to finish", "shutdown_timeout", timeout)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		go func() {
 			// A second signal means: now.
 			<-sigs
@@ -95,37 +102,11 @@ func run() int {
 		log.Info("SIGINT: fast shutdown")
 		group.Stop()
 	}
-	pools.Close()
 	if metricsSrv != nil {
 		_ = metricsSrv.Close()
 	}
 	log.Info("pgmts stopped")
 	return 0
-}
-
-// reload is SIGHUP: it reads the config file again and puts in force
-// every change a running pgmts can make (users, auth, TLS certificates,
-// which it reads again, pools, limits, timeouts, dispatchers, log_level)
-// without touching connected clients, and says which changes need a
-// restart. It returns the configuration now in force.
-func reload(path string, running *config.Config, group *dispatcher.Group, pools *sharedserver.Pools, level *slog.LevelVar, log *slog.Logger) *config.Config {
-	loaded, err := config.Load(path)
-	if err != nil {
-		log.Error("SIGHUP: configuration not reloaded; fix the file and send SIGHUP again", "err", err)
-		return running
-	}
-	cfg, restart := config.Live(running, loaded)
-	if err := group.Reload(cfg); err != nil {
-		log.Error("SIGHUP: configuration not reloaded", "err", err)
-		return running
-	}
-	detached := pools.Reload(cfg)
-	_ = level.UnmarshalText([]byte(cfg.Pgmts.LogLevel))
-	log.Info("SIGHUP: configuration and TLS certificates reloaded", "changed", config.Changed(running, cfg), "pools_detached", detached)
-	if len(restart) > 0 {
-		log.Warn("SIGHUP: these settings changed but take effect only at restart", "settings", restart)
-	}
-	return cfg
 }
 
 func newLogger(cfg *config.Config, level *slog.LevelVar) *slog.Logger {

@@ -1,0 +1,112 @@
+package dispatcher
+
+import (
+	"crypto/tls"
+	"net"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgmts/pgmts/queue"
+)
+
+// dispatcherStats are one dispatcher's counters. Every one is written on
+// the dispatcher's loop only, so a plain load and store (no locked
+// instruction) updates it; snapshots read them from anywhere.
+type dispatcherStats struct {
+	started                     time.Time
+	addrs                       []string
+	accepted, closed            atomic.Int64
+	messages, received, written atomic.Int64
+	busy                        atomic.Int64 // nanoseconds in callbacks
+}
+
+func (s *dispatcherStats) accept() { queue.AddOwned(&s.accepted, 1) }
+
+// open counts the connections the dispatcher has now (from any goroutine).
+func (s *dispatcherStats) open() int64 { return s.accepted.Load() - s.closed.Load() }
+func (s *dispatcherStats) close()      { queue.AddOwned(&s.closed, 1) }
+
+// framed counts a batch of client messages submitted as a request.
+func (s *dispatcherStats) framed(messages, bytes int) {
+	queue.AddOwned(&s.messages, int64(messages))
+	queue.AddOwned(&s.received, int64(bytes))
+}
+
+func (s *dispatcherStats) wrote(bytes int) { queue.AddOwned(&s.written, int64(bytes)) }
+
+// busySince adds the time from start (a queue.Nanotime reading) to the
+// loop's busy time.
+func (s *dispatcherStats) busySince(start int64) { queue.AddOwned(&s.busy, queue.Nanotime()-start) }
+
+// DispatcherSnapshot is one dispatcher (Oracle's V$DISPATCHER row).
+type DispatcherSnapshot struct {
+	ID        int
+	Addresses []string
+	Accepting bool
+	// Accepted counts connections ever taken; Open, those still there.
+	Accepted, Open int64
+	// Messages and Received are client messages and bytes framed into
+	// requests; Sent is reply bytes written to clients.
+	Messages, Received, Sent int64
+	Busy, Idle               time.Duration
+	Responses                queue.ResponseStats
+}
+
+// ClientInfo is a logged-in client as its dispatcher knows it.
+type ClientInfo struct {
+	Client     *queue.Client
+	Dispatcher int
+	Addr       net.Addr
+	TLSVersion string // "" for plaintext
+}
+
+// Snapshot is every dispatcher and logged-in client.
+type Snapshot struct {
+	Dispatchers []DispatcherSnapshot
+	Clients     []ClientInfo // by client ID
+	// Logins counts connections still in startup or authentication.
+	Logins int
+}
+
+// Snapshot reads the dispatchers' counters and lists the clients.
+func (g *Group) Snapshot() Snapshot {
+	var out Snapshot
+	g.dmu.Lock()
+	dispatchers := slices.Clone(g.dispatchers)
+	g.dmu.Unlock()
+	for _, d := range dispatchers {
+		s := &d.stats
+		age := time.Since(s.started)
+		busy := time.Duration(s.busy.Load())
+		accepted := s.accepted.Load()
+		out.Dispatchers = append(out.Dispatchers, DispatcherSnapshot{
+			ID: d.id, Addresses: s.addrs, Accepting: !g.shuttingDown.Load() && !d.retiring.Load(),
+			Accepted: accepted, Open: s.open(),
+			Messages: s.messages.Load(), Received: s.received.Load(), Sent: s.written.Load(),
+			Busy: busy, Idle: max(age-busy, 0), Responses: d.responses.Stats(),
+		})
+	}
+	// Fields of a registered clientConn read here were set before
+	// register, under g.mu, and do not change afterwards.
+	g.mu.Lock()
+	for _, cc := range g.byPID {
+		if cc.client == nil {
+			continue
+		}
+		ci := ClientInfo{Client: cc.client, Dispatcher: cc.d.id, Addr: cc.c.RemoteAddr()}
+		if cc.tlsState != nil {
+			ci.TLSVersion = tls.VersionName(cc.tlsState.Version)
+		}
+		out.Clients = append(out.Clients, ci)
+	}
+	g.mu.Unlock()
+	slices.SortFunc(out.Clients, func(a, b ClientInfo) int {
+		if a.Client.ID < b.Client.ID {
+			return -1
+		}
+		return 1
+	})
+	out.Logins = max(g.ClientCount()-len(out.Clients), 0)
+	return out
+}

@@ -1,0 +1,217 @@
+package sharedserver
+
+import (
+	"crypto/tls"
+	"net"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgmts/pgmts/queue"
+)
+
+// serverStats are one shared server's counters. The writer goroutine
+// owns requests, received and reqStart; the reader goroutine owns the
+// rest. Snapshots read them from anywhere.
+type serverStats struct {
+	born time.Time
+
+	requests, received atomic.Int64
+	reqStart           atomic.Int64 // nanotime of the last request written
+
+	queries, xacts, sent atomic.Int64
+	queryTime, xactTime  atomic.Int64 // nanoseconds
+	lastReady            atomic.Int64 // nanotime of the last ReadyForQuery
+	xactStart            int64        // reader only: when the open transaction began
+}
+
+// request is called by the writer just before it writes a client's bytes.
+func (st *serverStats) request(bytes int) {
+	st.reqStart.Store(queue.Nanotime())
+	queue.AddOwned(&st.requests, 1)
+	queue.AddOwned(&st.received, int64(bytes))
+}
+
+// replied is called by the reader for each reply chunk sent to a client.
+func (st *serverStats) replied(bytes int) { queue.AddOwned(&st.sent, int64(bytes)) }
+
+// ready is called by the reader at a client's ReadyForQuery: one query
+// ended, and with status 'I' one transaction.
+func (st *serverStats) ready(status byte) {
+	now := queue.Nanotime()
+	start := st.reqStart.Load()
+	queue.AddOwned(&st.queries, 1)
+	queue.AddOwned(&st.queryTime, now-start)
+	if st.xactStart == 0 {
+		st.xactStart = start
+	}
+	if status == 'I' {
+		queue.AddOwned(&st.xacts, 1)
+		queue.AddOwned(&st.xactTime, now-st.xactStart)
+		st.xactStart = 0
+	}
+	st.lastReady.Store(now)
+}
+
+// Totals are traffic and timing counters, per server or summed per pool.
+type Totals struct {
+	Requests     int64 // request batches written to PostgreSQL
+	Queries      int64 // ReadyForQuery messages relayed (one per Query or Sync)
+	Transactions int64 // ReadyForQuery with status idle
+	Received     int64 // client bytes written to PostgreSQL
+	Sent         int64 // reply bytes handed to clients
+	QueryTime    time.Duration
+	XactTime     time.Duration
+}
+
+// Add adds o's counters to t.
+func (t *Totals) Add(o Totals) {
+	t.Requests += o.Requests
+	t.Queries += o.Queries
+	t.Transactions += o.Transactions
+	t.Received += o.Received
+	t.Sent += o.Sent
+	t.QueryTime += o.QueryTime
+	t.XactTime += o.XactTime
+}
+
+func (st *serverStats) totals() Totals {
+	return Totals{
+		Requests: st.requests.Load(), Queries: st.queries.Load(), Transactions: st.xacts.Load(),
+		Received: st.received.Load(), Sent: st.sent.Load(),
+		QueryTime: time.Duration(st.queryTime.Load()), XactTime: time.Duration(st.xactTime.Load()),
+	}
+}
+
+// ServerState is what a shared server is doing.
+type ServerState string
+
+const (
+	ServerIdle ServerState = "idle" // waiting on its pool's request queue
+	ServerExec ServerState = "exec" // a client's request is in flight
+	// ServerBound: it holds a client between requests (open transaction,
+	// session mode, unfinished extended-protocol batch).
+	ServerBound ServerState = "bound"
+)
+
+// ServerSnapshot is one shared server (Oracle's V$SHARED_SERVER row).
+type ServerSnapshot struct {
+	PID    uint32
+	State  ServerState
+	Client uint64 // the client (circuit) it holds; 0 for none
+	Totals
+	Born        time.Time
+	LastRequest time.Time     // zero before the first request
+	Busy        time.Duration // time with a request in flight
+	Local       net.Addr
+	Remote      net.Addr
+	TLSVersion  string // "" for plaintext
+}
+
+// PoolSnapshot is one pool: its queue, servers and counters.
+type PoolSnapshot struct {
+	Name           string // database/user
+	Database, User string
+	Mode           string
+	MaxServers     int
+	MinServers     int
+	Queue          queue.Stats
+	Servers        []ServerSnapshot
+	Starting       int   // backends logging in
+	Started        int64 // backends ever opened
+	Terminated     int64 // backends ever closed
+	HighWater      int   // most backends open at once
+	Totals         Totals
+}
+
+// Snapshot is every pool, sorted by name, and the process-wide server
+// monitor figures (Oracle's V$SHARED_SERVER_MONITOR).
+type Snapshot struct {
+	Pools     []PoolSnapshot
+	Started   int64
+	HighWater int64
+}
+
+// Snapshot reads every pool's state and counters.
+func (p *Pools) Snapshot() Snapshot {
+	p.mu.Lock()
+	pools := make([]*Pool, 0, len(p.pools))
+	for _, pool := range p.pools {
+		pools = append(pools, pool)
+	}
+	p.mu.Unlock()
+	out := Snapshot{Started: p.started.Load(), HighWater: p.highWater.Load()}
+	for _, pool := range pools {
+		out.Pools = append(out.Pools, pool.snapshot())
+	}
+	slices.SortFunc(out.Pools, func(a, b PoolSnapshot) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (p *Pool) snapshot() PoolSnapshot {
+	ps := PoolSnapshot{
+		Name: p.q.Name, Database: p.conf().Database, User: p.conf().User, Mode: p.q.Mode.String(),
+		MaxServers: p.conf().MaxSharedServers, MinServers: p.conf().SharedServers, Queue: p.q.Requests.Stats(),
+	}
+	p.mu.Lock()
+	servers := make([]*Server, 0, len(p.servers))
+	for s := range p.servers {
+		servers = append(servers, s)
+	}
+	ps.Starting, ps.Started, ps.Terminated, ps.HighWater = p.starting, p.started, p.terminated, p.highWater
+	ps.Totals = p.retired
+	p.mu.Unlock()
+	now := queue.Nanotime()
+	for _, s := range servers {
+		ss := s.snapshot(now)
+		ps.Totals.Add(ss.Totals)
+		ps.Servers = append(ps.Servers, ss)
+	}
+	slices.SortFunc(ps.Servers, func(a, b ServerSnapshot) int { return int(a.PID) - int(b.PID) })
+	return ps
+}
+
+func (s *Server) snapshot(now int64) ServerSnapshot {
+	ss := ServerSnapshot{PID: s.pid, State: ServerIdle, Totals: s.stats.totals(), Born: s.stats.born,
+		Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr()}
+	ss.Busy = ss.QueryTime
+	start, ready := s.stats.reqStart.Load(), s.stats.lastReady.Load()
+	if start != 0 {
+		ss.LastRequest = queue.NanotimeToTime(start)
+	}
+	if c := s.owner.Load(); c != nil {
+		ss.Client = c.ID
+		ss.State = ServerBound
+		if start > ready {
+			ss.State = ServerExec
+			ss.Busy += time.Duration(now - start)
+		}
+	}
+	if t, ok := s.conn.(*tls.Conn); ok {
+		ss.TLSVersion = tls.VersionName(t.ConnectionState().Version)
+	}
+	return ss
+}
+
+// recordStart counts a server that logged in (p.mu held).
+func (p *Pool) recordStart(s *Server) {
+	s.stats.born = time.Now()
+	p.started++
+	p.highWater = max(p.highWater, len(p.servers))
+	p.parent.started.Add(1)
+	n := p.parent.live.Add(1)
+	for {
+		hw := p.parent.highWater.Load()
+		if n <= hw || p.parent.highWater.CompareAndSwap(hw, n) {
+			break
+		}
+	}
+}
+
+// recordEnd counts a server that is gone and keeps its totals (p.mu held).
+func (p *Pool) recordEnd(s *Server) {
+	p.terminated++
+	p.parent.live.Add(-1)
+	p.retired.Add(s.stats.totals())
+}
