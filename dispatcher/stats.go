@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"cmp"
 	"crypto/tls"
 	"net"
 	"slices"
@@ -101,12 +102,7 @@ func (g *Group) Snapshot() Snapshot {
 		out.Clients = append(out.Clients, ci)
 	}
 	g.mu.Unlock()
-	slices.SortFunc(out.Clients, func(a, b ClientInfo) int {
-		if a.Client.ID < b.Client.ID {
-			return -1
-		}
-		return 1
-	})
+	slices.SortFunc(out.Clients, func(a, b ClientInfo) int { return cmp.Compare(a.Client.ID, b.Client.ID) })
 	out.Logins = max(g.ClientCount()-len(out.Clients), 0)
 	return out
 }

@@ -263,7 +263,10 @@ func TestTLSStalledHandshake(t *testing.T) {
 		t.Fatalf("SSLRequest answered %q, %v; want 'S'", b[0], err)
 	}
 	start := time.Now()
-	concurrentTLS(t, p, 20)
+	concurrentClients(t, p, 20, func(ctx context.Context, _ int, c *pgx.Conn) error {
+		var one int
+		return c.QueryRow(ctx, "SELECT 1").Scan(&one)
+	}, "sslmode=require")
 	_ = stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := stalled.Read(b[:]); err == nil || !isClosed(err) {
 		t.Fatalf("stalled TLS client: read %v, want the connection closed", err)
@@ -272,30 +275,6 @@ func TestTLSStalledHandshake(t *testing.T) {
 		t.Fatalf("stalled TLS client dropped after %v, want about 1s", waited)
 	}
 	waitClients(t, p, 0)
-}
-
-// concurrentTLS logs n TLS clients in at once, each running a query.
-func concurrentTLS(t *testing.T, p *pgmts, n int) {
-	t.Helper()
-	errs := make(chan error, n)
-	for range n {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			c, err := pgx.Connect(ctx, p.dsn(benchUser, benchPass, "bench", "sslmode=require"))
-			if err == nil {
-				var one int
-				err = c.QueryRow(ctx, "SELECT 1").Scan(&one)
-				c.Close(ctx)
-			}
-			errs <- err
-		}()
-	}
-	for range n {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
-	}
 }
 
 // TestClientTLSWorkload: pgbench with sslmode=require through pgmts, and

@@ -356,9 +356,10 @@ func hijack(t testing.TB, pc *pgconn.PgConn) *pgconn.HijackedConn {
 	return hj
 }
 
-// concurrentClients connects n pgx clients to p at once and runs fn on
-// each (with its index); it fails the test with the first few errors.
-func concurrentClients(t *testing.T, p *pgmts, n int, fn func(ctx context.Context, i int, c *pgx.Conn) error) {
+// concurrentClients connects n pgx clients to p at once (with the extra
+// connection options) and runs fn on each (with its index); it fails the
+// test with the first few errors.
+func concurrentClients(t *testing.T, p *pgmts, n int, fn func(ctx context.Context, i int, c *pgx.Conn) error, extra ...string) {
 	t.Helper()
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -368,7 +369,7 @@ func concurrentClients(t *testing.T, p *pgmts, n int, fn func(ctx context.Contex
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			c, err := pgx.Connect(ctx, p.dsn(benchUser, benchPass, "bench", "default_query_exec_mode=simple_protocol"))
+			c, err := pgx.Connect(ctx, p.dsn(benchUser, benchPass, "bench", append([]string{"default_query_exec_mode=simple_protocol"}, extra...)...))
 			if err != nil {
 				errs <- err
 				return

@@ -3,30 +3,21 @@ package integration
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pgmts/pgmts/config"
-	"github.com/pgmts/pgmts/pgtest"
 )
 
 // pgbenchAsync starts pgbench through the pgmts on port (database bench,
 // as bench) and returns a channel that gets its output once it ends.
 func pgbenchAsync(t *testing.T, port int, args ...string) <-chan string {
 	t.Helper()
-	bin, err := pgtest.FindBin("pgbench")
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := append([]string{"-n", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", benchUser}, args...)
-	cmd := exec.Command(bin, append(all, "bench")...)
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+benchPass)
+	cmd := pgbenchCommand(t, port, args...)
 	done := make(chan string, 1)
 	go func() {
 		out, err := cmd.CombinedOutput()

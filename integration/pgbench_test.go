@@ -19,15 +19,7 @@ import (
 // processed; any failed or aborted transaction fails the test.
 func (p *pgmts) pgbench(t *testing.T, args ...string) int {
 	t.Helper()
-	bin, err := pgtest.FindBin("pgbench")
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := append([]string{"-n", "-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", benchUser}, args...)
-	all = append(all, "bench")
-	cmd := exec.Command(bin, all...)
-	cmd.Env = append(os.Environ(), "PGPASSWORD="+benchPass)
-	out, err := cmd.CombinedOutput()
+	out, err := pgbenchCommand(t, p.port, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("pgbench %v: %v\n%s", args, err, out)
 	}
@@ -44,6 +36,20 @@ func (p *pgmts) pgbench(t *testing.T, args ...string) int {
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
+}
+
+// pgbenchCommand is pgbench through the pgmts on port, as bench on
+// database bench.
+func pgbenchCommand(t *testing.T, port int, args ...string) *exec.Cmd {
+	t.Helper()
+	bin, err := pgtest.FindBin("pgbench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := append([]string{"-n", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", benchUser}, args...)
+	cmd := exec.Command(bin, append(all, "bench")...)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+benchPass)
+	return cmd
 }
 
 // benchInt runs a single-integer query on database bench, directly.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/queue"
 )
 
 // Growth, retirement and the operator's controls (PAUSE, RESUME,
@@ -111,7 +112,7 @@ func (p *Pool) retireIdle() {
 	if timeout <= 0 {
 		return
 	}
-	cut := time.Now().Add(-timeout).UnixNano()
+	cut := queue.Nanotime() - int64(timeout)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	excess := len(p.servers) - p.conf().SharedServers

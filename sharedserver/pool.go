@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -128,11 +129,7 @@ func (p *Pools) sweep() {
 func (p *Pools) all() []*Pool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := slices.Clone(p.draining)
-	for _, pool := range p.pools {
-		out = append(out, pool)
-	}
-	return out
+	return slices.AppendSeq(slices.Clone(p.draining), maps.Values(p.pools))
 }
 
 // Close stops every server and waits for all goroutines of the package.
@@ -219,7 +216,8 @@ func (p *Pool) startLocked() {
 			p.unreserve()
 			alone := len(p.servers) == 0 && p.starting == 0
 			p.mu.Unlock()
-			p.log.Error("could not open a backend connection", "host", p.conf().Host, "port", p.conf().Port, "dbname", p.conf().DBName, "user", p.conf().BackendUser, "err", err)
+			pc := p.conf()
+			p.log.Error("could not open a backend connection", "host", pc.Host, "port", pc.Port, "dbname", pc.DBName, "user", pc.BackendUser, "err", err)
 			werr := asWireError(err)
 			for _, w := range waiters {
 				w(nil, werr)
@@ -243,7 +241,7 @@ func (p *Pool) startLocked() {
 			}
 			return
 		}
-		s.idleSince.Store(time.Now().UnixNano()) // counts as idle until it takes a client
+		s.idleSince.Store(queue.Nanotime()) // counts as idle until it takes a client
 		p.servers[s] = struct{}{}
 		p.recordStart(s)
 		p.params = s.loginParams
@@ -287,7 +285,7 @@ func (p *Pool) closeAll() {
 // keys win: a client proved them against the verifier auth_query or the
 // config has now.
 func (p *Pool) Passthrough(pt auth.Passthrough) {
-	if p.conf().BackendPassword != "" || p.conf().BackendUser != p.conf().User {
+	if pc := p.conf(); pc.BackendPassword != "" || pc.BackendUser != pc.User {
 		return
 	}
 	p.mu.Lock()

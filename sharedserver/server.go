@@ -45,8 +45,8 @@ type Server struct {
 	// client (retire): idle timeout, PAUSE, RECONNECT.
 	quit     chan struct{}
 	quitOnce sync.Once
-	// idleSince is when the writer parked on the queue (UnixNano); 0 while
-	// it serves a client.
+	// idleSince is when the writer parked on the queue (queue.Nanotime);
+	// 0 while it serves a client.
 	idleSince atomic.Int64
 
 	mu sync.Mutex
@@ -93,12 +93,13 @@ func (p *Pools) connConfig(host string, port int, dbname, user, password string,
 }
 
 func connect(p *Pool) (*Server, error) {
-	cfg, err := p.parent.connConfig(p.conf().Host, p.conf().Port, p.conf().DBName, p.conf().BackendUser, p.conf().BackendPassword, p.conf().ServerConnectTimeout)
+	pc := p.conf()
+	cfg, err := p.parent.connConfig(pc.Host, pc.Port, pc.DBName, pc.BackendUser, pc.BackendPassword, pc.ServerConnectTimeout)
 	if err != nil {
 		return nil, err
 	}
-	network, address := backendAddress(*p.conf())
-	ctx, cancel := context.WithTimeout(context.Background(), p.conf().ServerConnectTimeout)
+	network, address := backendAddress(*pc)
+	ctx, cancel := context.WithTimeout(context.Background(), pc.ServerConnectTimeout)
 	defer cancel()
 	p.mu.Lock()
 	pt := p.passthrough
@@ -215,7 +216,7 @@ func (s *Server) retire() { s.quitOnce.Do(func() { close(s.quit) }) }
 func (s *Server) writeLoop() {
 	parked := make(chan *queue.Client, 1)
 	for {
-		s.idleSince.Store(time.Now().UnixNano())
+		s.idleSince.Store(queue.Nanotime())
 		c := s.pool.q.Requests.Take(parked, s.quit)
 		s.idleSince.Store(0)
 		if c == nil {

@@ -2,6 +2,7 @@ package sharedserver
 
 import (
 	"crypto/tls"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -136,10 +137,7 @@ type Snapshot struct {
 // Snapshot reads every pool's state and counters.
 func (p *Pools) Snapshot() Snapshot {
 	p.mu.Lock()
-	pools := make([]*Pool, 0, len(p.pools))
-	for _, pool := range p.pools {
-		pools = append(pools, pool)
-	}
+	pools := slices.Collect(maps.Values(p.pools))
 	p.mu.Unlock()
 	out := Snapshot{Started: p.started.Load(), HighWater: p.highWater.Load()}
 	for _, pool := range pools {
@@ -150,9 +148,10 @@ func (p *Pools) Snapshot() Snapshot {
 }
 
 func (p *Pool) snapshot() PoolSnapshot {
+	pc := p.conf()
 	ps := PoolSnapshot{
-		Name: p.q.Name, Database: p.conf().Database, User: p.conf().User, Mode: p.q.Mode.String(),
-		MaxServers: p.conf().MaxSharedServers, MinServers: p.conf().SharedServers, Queue: p.q.Requests.Stats(),
+		Name: p.q.Name, Database: pc.Database, User: pc.User, Mode: p.q.Mode.String(),
+		MaxServers: pc.MaxSharedServers, MinServers: pc.SharedServers, Queue: p.q.Requests.Stats(),
 	}
 	p.mu.Lock()
 	servers := make([]*Server, 0, len(p.servers))
