@@ -77,6 +77,7 @@ func (c *Console) Attach(g *dispatcher.Group) {
 	c.mu.Lock()
 	c.group = g
 	c.mu.Unlock()
+	c.pools.SetLoops(g) // the shared servers run on the dispatchers' loops
 }
 
 // Close stops the workers.

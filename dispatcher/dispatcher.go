@@ -27,6 +27,8 @@ type Dispatcher struct {
 	engine gnet.Engine
 	booted chan struct{}
 	done   chan error
+	// stopped is closed when the engine has stopped.
+	stopped chan struct{}
 	// loop is set at the first connection; producers only exist after one.
 	loop  atomic.Pointer[gnet.EventLoop]
 	drain gnet.RunnableFunc
@@ -41,8 +43,9 @@ type Dispatcher struct {
 }
 
 func (g *Group) newDispatcher(id int) *Dispatcher {
-	d := &Dispatcher{id: id, g: g, log: g.log.With("dispatcher", id), booted: make(chan struct{}), done: make(chan error, 1)}
+	d := &Dispatcher{id: id, g: g, log: g.log.With("dispatcher", id), booted: make(chan struct{}), done: make(chan error, 1), stopped: make(chan struct{})}
 	d.responses = queue.NewResponseQueue(d.wake)
+	d.responses.Attach(d, d.deliver)
 	d.drain = func(context.Context) error { d.drainResponses(); return nil }
 	d.logins = map[*clientConn]time.Time{}
 	d.expireLogins = func(context.Context) error { d.dropSlowLogins(); return nil }
@@ -55,6 +58,7 @@ func (d *Dispatcher) start(addrs []string, reusePort bool) error {
 	d.g.wg.Add(1)
 	go func() {
 		defer d.g.wg.Done()
+		defer close(d.stopped)
 		d.done <- gnet.Rotate(d, addrs,
 			gnet.WithNumEventLoop(1),
 			gnet.WithMulticore(false),
@@ -106,6 +110,10 @@ func (d *Dispatcher) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if d.loop.Load() == nil {
 		l := c.EventLoop()
 		d.loop.Store(&l)
+	}
+	if h, ok := c.Context().(queue.Hosted); ok {
+		h.HostedOpen(c)
+		return nil, gnet.None
 	}
 	if d.g.shuttingDown.Load() {
 		return wire.Fatal("57P03", "pgmts is shutting down").Encode(nil), gnet.Close
@@ -175,9 +183,12 @@ func (d *Dispatcher) dropSlowLogins() {
 }
 
 // OnClose implements gnet.EventHandler.
-func (d *Dispatcher) OnClose(c gnet.Conn, _ error) gnet.Action {
-	if cc, ok := c.Context().(*clientConn); ok {
-		d.closed(cc)
+func (d *Dispatcher) OnClose(c gnet.Conn, err error) gnet.Action {
+	switch x := c.Context().(type) {
+	case *clientConn:
+		d.closed(x)
+	case queue.Hosted:
+		x.HostedClose(c, err)
 	}
 	return gnet.None
 }
@@ -197,20 +208,49 @@ func (d *Dispatcher) closed(cc *clientConn) {
 
 // OnTraffic implements gnet.EventHandler.
 func (d *Dispatcher) OnTraffic(c gnet.Conn) gnet.Action {
-	cc, ok := c.Context().(*clientConn)
-	if !ok {
-		return gnet.Close // handed over to a TLS session
-	}
 	defer d.stats.busySince(queue.Nanotime())
-	return cc.onTraffic()
+	switch x := c.Context().(type) {
+	case *clientConn:
+		return x.onTraffic()
+	case queue.Hosted:
+		return x.HostedTraffic(c)
+	}
+	return gnet.Close // handed over to a TLS session
 }
 
 // run runs fn on the loop, from any goroutine.
-func (d *Dispatcher) run(fn func()) {
-	_ = (*d.loop.Load()).Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+func (d *Dispatcher) run(fn func()) { _ = d.Run(fn) }
+
+// Run implements queue.Loop.
+func (d *Dispatcher) Run(fn func()) error {
+	l := d.loop.Load()
+	if l == nil {
+		return queue.ErrLoopStopped // not booted: nothing can be hosted here yet
+	}
+	return (*l).Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		fn()
 		return nil
 	}))
+}
+
+// Host implements queue.Loop: the backend socket becomes one more
+// connection of this loop, with h as its handler.
+func (d *Dispatcher) Host(conn net.Conn, h queue.Hosted) error {
+	if d.g.shuttingDown.Load() {
+		return queue.ErrLoopStopped
+	}
+	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), h), conn)
+	res, err := d.engine.Register(ctx)
+	if err != nil {
+		return err
+	}
+	// A loop that stops meanwhile never opens the connection.
+	select {
+	case r := <-res:
+		return r.Err
+	case <-d.stopped:
+		return queue.ErrLoopStopped
+	}
 }
 
 // wake is called by producers when the response queue needs draining.
@@ -225,24 +265,27 @@ func (d *Dispatcher) drainResponses() {
 	defer d.stats.busySince(queue.Nanotime())
 	items := d.responses.Drain()
 	for i := range items {
-		r := &items[i]
-		cc := r.Client.Conn.(*clientConn)
-		if !cc.closed {
-			if len(r.Data) > 0 {
-				_, _ = cc.c.Write(r.Data)
-				d.stats.wrote(len(r.Data))
-			}
-			if r.Close {
-				cc.closed = true
-				_ = cc.c.Close()
-			}
-		}
-		client := r.Client
-		r.Done()
-		if !cc.gone {
-			client.SetOutbound(cc.c.OutboundBuffered())
-		}
+		d.deliver(&items[i])
+		items[i].Done()
 	}
+}
+
+// deliver writes one reply to its client (on the loop).
+func (d *Dispatcher) deliver(r *queue.Reply) {
+	cc := r.Client.Conn.(*clientConn)
+	if cc.closed {
+		return
+	}
+	if len(r.Data) > 0 {
+		_, _ = cc.c.Write(r.Data)
+		d.stats.wrote(len(r.Data))
+	}
+	if r.Close {
+		cc.closed = true
+		_ = cc.c.Close()
+		return
+	}
+	r.Client.SetOutbound(cc.c.OutboundBuffered())
 }
 
 // conn is a client's byte stream as its loop sees it: a gnet.Conn, or a

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,7 @@ type Group struct {
 	dispatchers    []*Dispatcher // running ones, retiring ones included
 	nextDispatcher int
 	handOffs       atomic.Uint64
+	hosted         atomic.Uint64 // servers hosted so far (NextLoop's turn)
 	wg             sync.WaitGroup
 
 	mu       sync.Mutex
@@ -223,6 +225,24 @@ func (g *Group) Dispatchers() (active, draining int) {
 		}
 	}
 	return active, draining
+}
+
+// NextLoop implements queue.Loops: new shared servers are spread over the
+// dispatchers that take new clients, in turn.
+func (g *Group) NextLoop() queue.Loop {
+	if g.shuttingDown.Load() {
+		return nil
+	}
+	active := g.active()
+	if len(active) == 0 {
+		g.dmu.Lock()
+		active = slices.Clone(g.dispatchers) // only the unix socket's
+		g.dmu.Unlock()
+		if len(active) == 0 {
+			return nil
+		}
+	}
+	return active[int(g.hosted.Add(1))%len(active)]
 }
 
 // handOff picks an active dispatcher for a client a retiring one accepted.

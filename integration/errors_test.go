@@ -705,6 +705,7 @@ func tryStartPgmts(t *testing.T, edit func(*config.Config)) (*pgmts, error) {
 		pools.Close()
 		t.Fatal(err)
 	}
+	pools.SetLoops(group)
 	if err := group.Start(); err != nil {
 		pools.Close()
 		return nil, err

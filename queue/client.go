@@ -81,9 +81,11 @@ type Client struct {
 	wake chan struct{}
 
 	// queued counts reply bytes handed to the dispatcher and not yet
-	// written; outbound is the connection's unsent buffer as last seen by
+	// written, pending the replies themselves (a reply may carry no
+	// bytes); outbound is the connection's unsent buffer as last seen by
 	// the dispatcher. Together they are the backpressure signal.
 	queued   atomic.Int64
+	pending  atomic.Int32
 	outbound atomic.Int64
 	drained  chan struct{}
 
@@ -130,26 +132,39 @@ func (c *Client) Submit(data []byte, types []byte) bool {
 	case stateIdle:
 		c.state = stateQueued
 		c.mu.Unlock()
-		c.Pool.Requests.enqueue(c)
+		c.Pool.Requests.enqueue(c, c.Responses.loop)
 		return true
 	case stateServed:
+		srv := c.server
 		c.mu.Unlock()
-		signal(c.wake)
+		c.wakeServer(srv)
 		return true
 	}
 	c.mu.Unlock()
 	return true
 }
 
+// wakeServer tells the server serving the client (a hosted Server, or a
+// goroutine waiting on Wake) that there is something to do.
+func (c *Client) wakeServer(srv any) {
+	if s, ok := srv.(Server); ok {
+		poke(s, c.Responses.loop)
+		return
+	}
+	signal(c.wake)
+}
+
 // Close marks the client gone. A server serving it is woken to clean up;
-// a queued entry is skipped when a server dequeues it.
+// a queued entry is skipped when a server dequeues it. Submit and Close
+// are called on the client's dispatcher loop.
 func (c *Client) Close() {
 	c.mu.Lock()
 	c.closed = true
 	served := c.state == stateServed
+	srv := c.server
 	c.mu.Unlock()
 	if served {
-		signal(c.wake)
+		c.wakeServer(srv)
 	}
 	signal(c.drained)
 }

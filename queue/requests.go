@@ -17,7 +17,8 @@ type RequestQueue struct {
 	mu      sync.Mutex
 	items   []entry
 	head    int
-	waiters []chan *Client
+	// waiters are the parked servers, the most recently parked last.
+	waiters []Server
 	// OnWait is called (outside the lock) when a request had to wait
 	// because no server was idle: the pool may start one.
 	OnWait func()
@@ -36,10 +37,12 @@ type Stats struct {
 	OldestWait  time.Duration
 }
 
-func (q *RequestQueue) enqueue(c *Client) {
+// enqueue queues c, or hands it to a parked server; from is the loop the
+// caller runs on (nil: none).
+func (q *RequestQueue) enqueue(c *Client, from Loop) {
 	q.mu.Lock()
 	q.totalQueued++
-	if !q.paused && q.handOff(c) {
+	if !q.paused && q.handOff(c, from) {
 		return
 	}
 	q.items = append(q.items, entry{c, time.Now()})
@@ -49,18 +52,55 @@ func (q *RequestQueue) enqueue(c *Client) {
 	}
 }
 
-// handOff gives c straight to a parked server, if one waits. Called with
+// handOff gives c straight to a parked server, if one waits: preferably
+// one on the caller's loop, which serves it without a wake-up. Called with
 // q.mu held; it releases the lock when it hands c over (true).
-func (q *RequestQueue) handOff(c *Client) bool {
+func (q *RequestQueue) handOff(c *Client, from Loop) bool {
 	n := len(q.waiters)
 	if n == 0 {
 		return false
 	}
-	w := q.waiters[n-1]
-	q.waiters = q.waiters[:n-1]
+	i := n - 1
+	for j := n - 1; j >= 0 && from != nil; j-- {
+		if q.waiters[j].Loop() == from {
+			i = j
+			break
+		}
+	}
+	w := q.waiters[i]
+	q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
 	q.mu.Unlock()
-	w <- c
+	serve(w, c, from)
 	return true
+}
+
+// Next returns the next waiting client, or parks s and returns nil: a
+// client that comes later is handed to s.Serve.
+func (q *RequestQueue) Next(s Server) *Client {
+	q.mu.Lock()
+	if !q.paused {
+		if c := q.pop(); c != nil {
+			q.mu.Unlock()
+			return c
+		}
+	}
+	q.waiters = append(q.waiters, s)
+	q.mu.Unlock()
+	return nil
+}
+
+// Unpark takes a parked s off the queue. It reports false when s was not
+// parked: a client may be on its way to s.Serve.
+func (q *RequestQueue) Unpark(s Server) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i, w := range q.waiters {
+		if w == s {
+			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // Take returns the next waiting client, parking until one comes or stop
@@ -80,21 +120,15 @@ func (q *RequestQueue) Take(inbox chan *Client, stop <-chan struct{}) *Client {
 		return nil
 	default:
 	}
-	q.waiters = append(q.waiters, inbox)
+	q.waiters = append(q.waiters, chanServer(inbox))
 	q.mu.Unlock()
 	select {
 	case c := <-inbox:
 		return c
 	case <-stop:
-		q.mu.Lock()
-		for i, w := range q.waiters {
-			if w == inbox {
-				q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
-				q.mu.Unlock()
-				return nil
-			}
+		if q.Unpark(chanServer(inbox)) {
+			return nil
 		}
-		q.mu.Unlock()
 		// A client was handed over while we were stopping: pass it to
 		// another parked server, or put it back at the front.
 		c := <-inbox
@@ -117,9 +151,13 @@ func (q *RequestQueue) pop() *Client {
 	return e.client
 }
 
+// Requeue puts c back at the head of the queue: a server that was handed
+// it cannot serve it after all.
+func (q *RequestQueue) Requeue(c *Client) { q.pushFront(c) }
+
 func (q *RequestQueue) pushFront(c *Client) {
 	q.mu.Lock()
-	if !q.paused && q.handOff(c) {
+	if !q.paused && q.handOff(c, nil) {
 		return
 	}
 	e := entry{c, time.Now()}
@@ -152,9 +190,8 @@ func (q *RequestQueue) Resume() {
 		if c == nil {
 			break
 		}
-		w := q.waiters[len(q.waiters)-1]
-		q.waiters = q.waiters[:len(q.waiters)-1]
-		w <- c // a parked server's inbox is empty: this does not block
+		q.handOff(c, nil) // a server waits: it takes c and releases the lock
+		q.mu.Lock()
 	}
 	waiting := q.head < len(q.items)
 	q.mu.Unlock()

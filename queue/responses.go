@@ -11,8 +11,9 @@ type Reply struct {
 	Close bool
 	// Poll asks only for a fresh backlog reading (backpressure).
 	Poll bool
-	// release returns Data to the buffer pool once written.
-	pooled bool
+	// pooled returns Data to the buffer pool once written; queued: it
+	// went through the queue (not Send's direct path).
+	pooled, queued bool
 }
 
 // ResponseQueue is one dispatcher's queue of replies: many producers (the
@@ -20,6 +21,11 @@ type Reply struct {
 // wake the loop only when the queue goes from empty to non-empty, so a busy
 // loop drains many replies per wake-up.
 type ResponseQueue struct {
+	// loop is the dispatcher's loop and deliver its way of writing one
+	// reply at once, for a server running on that same loop.
+	loop    Loop
+	deliver func(*Reply)
+
 	mu      sync.Mutex
 	items   []Reply
 	spare   []Reply
@@ -34,10 +40,39 @@ func NewResponseQueue(wake func()) *ResponseQueue {
 	return &ResponseQueue{wake: wake}
 }
 
+// Attach names the loop that consumes the queue and how it writes one
+// reply (on the loop); the dispatcher calls it before any client comes.
+func (q *ResponseQueue) Attach(loop Loop, deliver func(*Reply)) {
+	q.loop, q.deliver = loop, deliver
+}
+
+// Loop is the loop that consumes the queue.
+func (q *ResponseQueue) Loop() Loop { return q.loop }
+
+// Send is Push for a producer running on loop from: on the queue's own
+// loop, with nothing of the client's still queued (order), the reply is
+// written at once instead.
+func (q *ResponseQueue) Send(r Reply, from Loop) {
+	if from != nil && from == q.loop && r.Client.pending.Load() == 0 {
+		q.deliver(&r)
+		r.Done()
+		return
+	}
+	q.Push(r)
+}
+
+// SendPooled is Send for bytes obtained from GetBuffer.
+func (q *ResponseQueue) SendPooled(c *Client, data *[]byte, from Loop) {
+	q.Send(Reply{Client: c, Data: *data, pooled: true}, from)
+	bufHolders.Put(data)
+}
+
 // Push adds a reply. Data must not be touched by the caller afterwards.
 func (q *ResponseQueue) Push(r Reply) {
 	if r.Client != nil {
 		r.Client.queued.Add(int64(len(r.Data)))
+		r.Client.pending.Add(1)
+		r.queued = true
 	}
 	q.mu.Lock()
 	q.items = append(q.items, r)
@@ -72,7 +107,10 @@ func (q *ResponseQueue) Drain() []Reply {
 // Done settles a reply after the dispatcher wrote (or dropped) it.
 func (r *Reply) Done() {
 	if r.Client != nil {
-		r.Client.queued.Add(-int64(len(r.Data)))
+		if r.queued {
+			r.Client.queued.Add(-int64(len(r.Data)))
+			r.Client.pending.Add(-1)
+		}
 		r.Client.stats.wrote(len(r.Data))
 	}
 	if r.pooled {

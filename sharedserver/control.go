@@ -101,7 +101,9 @@ func (p *Pool) grow() {
 				"max_db_connections", p.conf().MaxDBConnections, "max_user_connections", p.conf().MaxUserConnections)
 			return
 		}
-		p.startLocked()
+		if !p.startLocked() {
+			return
+		}
 	}
 }
 

@@ -47,6 +47,9 @@ type Pools struct {
 
 	auth authQueries
 
+	// loops hosts the servers (the dispatchers, see SetLoops).
+	loops atomic.Pointer[queue.Loops]
+
 	// started, live and highWater count backends for SHOW
 	// SHARED_SERVER_MONITOR (stats.go).
 	started, live, highWater atomic.Int64
@@ -60,6 +63,19 @@ func NewPools(cfg *config.Config, log *slog.Logger) *Pools {
 	p.wg.Add(1)
 	go p.sweep()
 	return p
+}
+
+// SetLoops names the event loops that host the shared servers; it is
+// called once, before any client comes.
+func (p *Pools) SetLoops(l queue.Loops) { p.loops.Store(&l) }
+
+// nextLoop is the loop for a new server; nil when none can host one
+// (the dispatchers are stopping).
+func (p *Pools) nextLoop() queue.Loop {
+	if l := p.loops.Load(); l != nil {
+		return (*l).NextLoop()
+	}
+	return nil
 }
 
 // ErrNoDatabase is returned by Route for a database no section serves.
@@ -196,13 +212,21 @@ type Pool struct {
 
 func (p *Pool) keepMinimum() {
 	for !p.closed && !p.paused && len(p.servers)+p.starting < p.conf().SharedServers && p.reserve() {
-		p.startLocked()
+		if !p.startLocked() {
+			return
+		}
 	}
 }
 
 // startLocked opens one more server; the caller has reserved it against
-// the database and user caps.
-func (p *Pool) startLocked() {
+// the database and user caps. It reports false (and unreserves) when no
+// loop can host a server: pgmts is stopping.
+func (p *Pool) startLocked() bool {
+	loop := p.parent.nextLoop()
+	if loop == nil {
+		p.unreserve()
+		return false
+	}
 	p.starting++
 	p.parent.wg.Add(1)
 	go func() {
@@ -235,23 +259,31 @@ func (p *Pool) startLocked() {
 			p.unreserve()
 			p.params = s.loginParams
 			p.mu.Unlock()
-			s.conn.Close()
+			_ = s.conn.Close()
 			for _, w := range waiters {
 				w(s.loginParams, nil)
 			}
 			return
 		}
+		s.loop = loop
 		s.idleSince.Store(queue.Nanotime()) // counts as idle until it takes a client
 		p.servers[s] = struct{}{}
 		p.recordStart(s)
 		p.params = s.loginParams
+		p.parent.wg.Add(1) // until fail
 		p.mu.Unlock()
 		p.log.Debug("backend connected", "pid", s.pid)
 		for _, w := range waiters {
 			w(s.loginParams, nil)
 		}
-		s.start()
+		if err := s.host(); err != nil {
+			if !errors.Is(err, queue.ErrLoopStopped) {
+				p.log.Error("cannot host a backend connection on a dispatcher", "err", err)
+			}
+			s.fail(err)
+		}
 	}()
+	return true
 }
 
 // remove forgets a dead server and replaces it if the pool needs one.
@@ -276,7 +308,7 @@ func (p *Pool) closeAll() {
 	}
 	p.mu.Unlock()
 	for _, s := range servers {
-		s.fail(errors.New("pgmts is shutting down"))
+		s.onLoop(func() { s.fail(errors.New("pgmts is shutting down")) })
 	}
 }
 
@@ -313,7 +345,15 @@ func (p *Pool) Prepare(done func(map[string]string, error)) {
 	p.preparing = append(p.preparing, done)
 	if p.starting == 0 && !p.closed {
 		p.reserveAnyway()
-		p.startLocked()
+		if !p.startLocked() {
+			waiters := p.preparing
+			p.preparing = nil
+			p.mu.Unlock()
+			for _, w := range waiters {
+				w(nil, wire.Fatal("57P03", "pgmts is shutting down"))
+			}
+			return
+		}
 	}
 	p.mu.Unlock()
 }

@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/panjf2000/gnet/v2"
 
 	"github.com/pgmts/pgmts/circuits"
 	"github.com/pgmts/pgmts/queue"
@@ -24,49 +27,67 @@ import (
 // of a huge result costs bounded memory.
 const highWater = 1 << 20
 
-// Server is one shared server: one backend connection, driven by two
-// goroutines. The writer takes requests (pool queue, then the bound
-// client's inbox) and writes them; the reader streams everything PostgreSQL
-// sends to the owning client and decides, at each ReadyForQuery, whether
-// the pool mode lets the server go.
+// Server is one shared server: one backend connection, hosted on a
+// dispatcher's event loop (queue.Loop). Everything it does runs on that
+// loop: it takes a client from its pool's queue (or is handed one), writes
+// the client's requests, streams PostgreSQL's replies to the client (at
+// once when the client is on the same loop) and decides, at each
+// ReadyForQuery, whether the pool mode lets it go. Nothing blocks: waiting
+// for a reply is waiting for the loop's next event.
 type Server struct {
 	pool        *Pool
-	conn        net.Conn
+	loop        queue.Loop
 	pid         uint32
 	cancel      queue.CancelTarget
 	loginParams map[string]string
 	log         *slog.Logger
+	// local, remote and tlsVersion describe the connection for the
+	// console; bridge is the TLS session's plaintext side (tlsbridge.go).
+	local, remote net.Addr
+	tlsVersion    string
+	bridge        io.Closer
+	// conn is the login's socket until host hands it to the loop.
+	conn net.Conn
 
+	// gc is the backend socket on the loop: nil before it opens and while
+	// the server waits for a slow client (detach). Loop-owned, like every
+	// field down to stats except the atomics.
+	gc       gnet.Conn
+	dead     bool
+	detached bool
+	// quitting: close the backend the next time it has no client (retire):
+	// idle timeout, PAUSE, RECONNECT.
+	quitting atomic.Bool
 	owner    atomic.Pointer[queue.Client]
-	released chan struct{} // reader → writer: the owner was let go
-	dead     chan struct{} // closed when the backend is gone
-	failOnce sync.Once
-	// quit asks the writer to close the backend the next time it has no
-	// client (retire): idle timeout, PAUSE, RECONNECT.
-	quit     chan struct{}
-	quitOnce sync.Once
-	// idleSince is when the writer parked on the queue (queue.Nanotime);
+	// idleSince is when the server parked on the queue (queue.Nanotime);
 	// 0 while it serves a client.
 	idleSince atomic.Int64
+	failOnce  sync.Once
 
 	mu sync.Mutex
 	// settings are the GUCs pgmts set on this backend beyond its login
 	// defaults (lower-case names), to diff against the next client's.
 	settings map[string]string
-	// internal lists queries pgmts itself sent whose replies the reader
-	// must swallow; a non-nil channel is closed when that reply is done.
-	internal  []chan struct{}
+	// internal lists queries pgmts itself sent whose replies must be
+	// swallowed; a non-nil func runs when that reply is done.
+	internal  []func()
 	internalN atomic.Int32
 	// statements are the named prepared statements on this backend:
 	// name → the Parse message that made it (see statements.go).
 	statements map[string]string
 	injected   []injected
 	injectedN  atomic.Int32
-	// wseg counts requests written (writer), rseg ReadyForQuery messages
-	// read (reader): the Sync segments that tag slipped-in messages.
+	// wseg counts requests written, rseg ReadyForQuery messages read: the
+	// Sync segments that tag slipped-in messages.
 	wseg, rseg uint64
 
-	spare []byte
+	// Reading state: pass counts the bytes of a large message still to
+	// stream through (dropped when passDrop); out is the reply chunk
+	// being filled.
+	pass     int
+	passDrop bool
+	out      *[]byte
+	spare    []byte
 
 	stats serverStats // for the admin console (stats.go)
 }
@@ -114,11 +135,16 @@ func connect(p *Pool) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		pool: p, conn: hj.Conn, pid: hj.PID, loginParams: hj.ParameterStatuses,
+		pool: p, pid: hj.PID, loginParams: hj.ParameterStatuses,
+		local: hj.Conn.LocalAddr(), remote: hj.Conn.RemoteAddr(),
 		cancel:   queue.CancelTarget{Network: network, Address: address, PID: hj.PID, Key: hj.SecretKey},
 		log:      p.log.With("backend_pid", hj.PID),
-		released: make(chan struct{}, 1), dead: make(chan struct{}), quit: make(chan struct{}),
 		settings: map[string]string{}, statements: map[string]string{},
+	}
+	s.stats.born = time.Now()
+	if s.conn, err = s.hostable(hj.Conn); err != nil {
+		hj.Conn.Close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -170,33 +196,74 @@ func asWireError(err error) *wire.Error {
 		Hint: "Check that PostgreSQL is running and the [databases] section's host and port."}
 }
 
-func (s *Server) start() {
-	s.pool.parent.wg.Add(2)
-	go func() {
-		defer s.pool.parent.wg.Done()
-		s.readLoop()
-	}()
-	go func() {
-		defer s.pool.parent.wg.Done()
-		s.writeLoop()
-	}()
+// host registers the server's backend socket on its loop; the server
+// starts serving there (HostedOpen).
+func (s *Server) host() error {
+	conn := s.conn
+	s.conn = nil
+	return s.loop.Host(conn, s)
+}
+
+// Loop implements queue.Server.
+func (s *Server) Loop() queue.Loop { return s.loop }
+
+// HostedOpen implements queue.Hosted: the socket is on the loop, for the
+// first time (take a client) or back from a detach (go on serving).
+func (s *Server) HostedOpen(gc gnet.Conn) {
+	if s.dead {
+		gc.SetContext(nil) // failed while detached
+		_ = gc.Close()
+		return
+	}
+	s.gc = gc
+	if s.detached {
+		s.detached = false
+		s.Poke()
+		return
+	}
+	s.next()
+}
+
+// HostedClose implements queue.Hosted.
+func (s *Server) HostedClose(_ gnet.Conn, err error) {
+	s.gc = nil
+	if err == nil {
+		err = errors.New("backend connection closed")
+	}
+	s.fail(err)
+}
+
+// onLoop runs fn on the server's loop; when the loop has stopped (and
+// closed the socket), fn runs here.
+func (s *Server) onLoop(fn func()) {
+	if s.loop.Run(fn) != nil {
+		fn()
+	}
 }
 
 // fail closes the backend once; the client being served, if any, is told
-// and disconnected (its session is gone with the backend).
+// and disconnected (its session is gone with the backend). On the loop.
 func (s *Server) fail(err error) {
 	s.failOnce.Do(func() {
-		close(s.dead)
-		s.retire()
-		s.conn.Close()
-		s.mu.Lock()
-		for _, ch := range s.internal {
-			if ch != nil {
-				close(ch)
-			}
+		s.dead = true
+		s.idleSince.Store(0)
+		s.pool.q.Requests.Unpark(s)
+		if s.gc != nil {
+			s.gc.SetContext(nil) // its OnClose is this
+			_ = s.gc.Close()
+			s.gc = nil
 		}
+		if s.bridge != nil {
+			_ = s.bridge.Close()
+		}
+		s.mu.Lock()
 		s.internal = nil
+		s.internalN.Store(0)
 		s.mu.Unlock()
+		if s.out != nil {
+			queue.PutBuffer(*s.out)
+			s.out = nil
+		}
 		if c := s.owner.Swap(nil); c != nil {
 			c.SetCancelTarget(nil)
 			c.Release(s)
@@ -204,81 +271,98 @@ func (s *Server) fail(err error) {
 		}
 		s.log.Debug("backend closed", "reason", err)
 		s.pool.remove(s)
+		s.pool.parent.wg.Done()
 	})
 }
 
 // errRetired closes a server the pool no longer wants.
 var errRetired = errors.New("server retired")
 
-// retire makes the writer close the backend once it has no client.
-func (s *Server) retire() { s.quitOnce.Do(func() { close(s.quit) }) }
-
-func (s *Server) writeLoop() {
-	parked := make(chan *queue.Client, 1)
-	for {
-		s.idleSince.Store(queue.Nanotime())
-		c := s.pool.q.Requests.Take(parked, s.quit)
-		s.idleSince.Store(0)
-		if c == nil {
+// retire closes the backend now if it is idle, else once its client lets
+// it go. From any goroutine, even with the pool's lock held: the work is
+// done on the loop (a stopped loop has closed the backend already).
+func (s *Server) retire() {
+	s.quitting.Store(true)
+	_ = s.loop.Run(func() {
+		if s.pool.q.Requests.Unpark(s) {
 			s.fail(errRetired)
-			return
 		}
-		if !c.Begin(s) {
-			continue
+	})
+}
+
+// next takes the next waiting client, or parks the server on the queue
+// until Serve hands it one.
+func (s *Server) next() {
+	if s.quitting.Load() {
+		s.fail(errRetired)
+		return
+	}
+	for !s.dead {
+		s.idleSince.Store(queue.Nanotime())
+		c := s.pool.q.Requests.Next(s)
+		if c == nil {
+			return // parked
 		}
-		if !s.serve(c) {
+		if s.begin(c) {
 			return
 		}
 	}
 }
 
-// serve runs one client's requests until the reader lets the client go
-// (true) or the backend is lost (false).
-func (s *Server) serve(c *queue.Client) bool {
+// Serve implements queue.Server: the queue hands the parked server a client.
+func (s *Server) Serve(c *queue.Client) {
+	if s.dead {
+		c.Pool.Requests.Requeue(c)
+		return
+	}
+	if !s.begin(c) {
+		s.next()
+	}
+}
+
+// begin starts serving c; false when c left while it waited.
+func (s *Server) begin(c *queue.Client) bool {
+	if !c.Begin(s) {
+		return false
+	}
+	s.idleSince.Store(0)
 	s.owner.Store(c)
 	c.SetCancelTarget(&s.cancel)
 	if err := s.applySettings(c); err != nil {
 		s.fail(err)
-		return false
+		return true
 	}
-	for {
-		data, mine, gone := c.Take(s, s.spare)
-		switch {
-		case !mine:
-			// The reader let the client go; take its signal so that it
-			// cannot end the next client's service early.
-			s.spare = data
-			select {
-			case <-s.released:
-				return true
-			case <-s.dead:
-				return false
-			}
-		case gone:
-			s.spare = data
-			return s.clientGone(c)
-		case len(data) > 0:
-			s.stats.request(len(data))
-			if _, err := s.conn.Write(s.prepareStatements(c, data)); err != nil {
-				s.fail(err)
-				return false
-			}
-			if cap(data) <= 1<<20 {
-				s.spare = data[:0]
-			} else {
-				s.spare = nil // let a burst's big buffer go
-			}
-			continue
-		}
+	s.Poke()
+	return true
+}
+
+// Poke implements queue.Server: it writes what the client sent since, or
+// cleans up after a client that left.
+func (s *Server) Poke() {
+	c := s.owner.Load()
+	if c == nil || s.gc == nil {
+		return // between clients, or detached: HostedOpen pokes again
+	}
+	data, mine, gone := c.Take(s, s.spare)
+	switch {
+	case !mine:
 		s.spare = data
-		select {
-		case <-c.Wake():
-		case <-s.released:
-			c.SetCancelTarget(nil)
-			return true
-		case <-s.dead:
-			return false
+	case gone:
+		s.spare = data
+		s.clientGone(c)
+	case len(data) > 0:
+		s.stats.request(len(data))
+		if _, err := s.gc.Write(s.prepareStatements(c, data)); err != nil {
+			s.fail(err)
+			return
 		}
+		if cap(data) <= 1<<20 {
+			s.spare = data[:0]
+		} else {
+			s.spare = nil // let a burst's big buffer go
+		}
+	default:
+		s.spare = data
 	}
 }
 
@@ -302,8 +386,8 @@ func (s *Server) applySettings(c *queue.Client) error {
 }
 
 // internalQuery sends a query of pgmts's own; its reply is swallowed and
-// done (if not nil) is closed when it has come.
-func (s *Server) internalQuery(sql string, done chan struct{}) error {
+// done (if not nil) runs when it has come.
+func (s *Server) internalQuery(sql string, done func()) error {
 	s.mu.Lock()
 	s.internal = append(s.internal, done)
 	s.internalN.Add(1)
@@ -312,7 +396,7 @@ func (s *Server) internalQuery(sql string, done chan struct{}) error {
 	msg := append([]byte{'Q', 0, 0, 0, 0}, sql...)
 	msg = append(msg, 0)
 	putLen(msg)
-	_, err := s.conn.Write(msg)
+	_, err := s.gc.Write(msg)
 	return err
 }
 
@@ -323,8 +407,8 @@ func putLen(msg []byte) {
 
 // clientGone cleans up after a client that left while this server held
 // it: reset and keep the backend if the session was idle, else close it
-// (cancelling a running query first) so no state reaches the next client.
-func (s *Server) clientGone(c *queue.Client) bool {
+// (cancelling a running query) so no state reaches the next client.
+func (s *Server) clientGone(c *queue.Client) {
 	var idle, busy bool
 	c.Circuit(func(ci *circuits.Circuit) { idle, busy = ci.Idle(), ci.Busy() })
 	s.owner.Store(nil)
@@ -333,98 +417,92 @@ func (s *Server) clientGone(c *queue.Client) bool {
 	if !idle {
 		if busy {
 			t := s.cancel
-			_ = sendCancel(&t, s.pool.conf().ServerConnectTimeout)
+			timeout := s.pool.conf().ServerConnectTimeout
+			s.pool.parent.wg.Go(func() { _ = sendCancel(&t, timeout) })
 		}
 		s.fail(errors.New("client left in the middle of a transaction or request"))
-		return false
+		return
 	}
 	if q := s.pool.conf().ServerResetQuery; q != "" && s.pool.q.Mode == circuits.Session {
-		done := make(chan struct{})
-		if err := s.internalQuery(q, done); err != nil {
-			s.fail(err)
-			return false
-		}
-		select {
-		case <-done:
-		case <-s.dead:
-			return false
-		}
-		s.mu.Lock()
-		clear(s.settings)
-		s.mu.Unlock()
-	}
-	return true
-}
-
-// readLoop streams the backend's output to the owning client.
-func (s *Server) readLoop() {
-	buf := make([]byte, 64<<10)
-	start, end := 0, 0
-	pass := 0 // bytes of a large message still to pass through
-	passDrop := false
-	var out *[]byte // reply chunk being filled
-	for {
-		if start == end {
-			start, end = 0, 0
-		} else if len(buf)-end < 5 || start > len(buf)/2 {
-			end = copy(buf, buf[start:end])
-			start = 0
-		}
-		n, err := s.conn.Read(buf[end:])
+		err := s.internalQuery(q, func() {
+			s.mu.Lock()
+			clear(s.settings)
+			s.mu.Unlock()
+			s.next()
+		})
 		if err != nil {
-			s.flush(&out)
 			s.fail(err)
-			return
 		}
-		end += n
-		for start < end {
-			if pass > 0 {
-				k := min(pass, end-start)
-				if !passDrop {
-					s.emit(&out, buf[start:start+k])
-				}
-				start += k
-				pass -= k
-				continue
-			}
-			typ, size, ok := wire.Header(buf[start:end])
-			if !ok {
-				break
-			}
-			if size < 5 {
-				s.fail(fmt.Errorf("backend sent a malformed message (type %q, length %d)", typ, size-1))
-				return
-			}
-			if size > end-start {
-				if !inspected(typ) {
-					// Stream big rows and COPY data through without ever
-					// holding the whole message.
-					pass = size - (end - start)
-					passDrop = s.internalN.Load() > 0 || s.owner.Load() == nil
-					if !passDrop {
-						s.emit(&out, buf[start:end])
-					}
-					start = end
-					continue
-				}
-				if size > len(buf) {
-					nb := make([]byte, size)
-					end = copy(nb, buf[start:end])
-					start, buf = 0, nb
-				}
-				break
-			}
-			msg := buf[start : start+size]
-			start += size
-			if !s.handle(typ, msg, &out) {
-				return
-			}
-		}
-		s.flush(&out)
+		return
 	}
+	s.next()
 }
 
-// inspected lists the message types the reader must see whole.
+// HostedTraffic implements queue.Hosted: it streams what PostgreSQL sent
+// to the owning client.
+func (s *Server) HostedTraffic(gc gnet.Conn) gnet.Action {
+	buf, _ := gc.Peek(-1)
+	if s.dead {
+		return gnet.Close
+	}
+	n := s.consume(buf)
+	if n > 0 {
+		_, _ = gc.Discard(n) // Discard(0) would drop everything
+	}
+	if s.dead {
+		return gnet.None // fail closed it
+	}
+	s.flush()
+	if c := s.owner.Load(); c != nil && c.Backlog() > highWater && gc.OutboundBuffered() == 0 && gc.InboundBuffered() == 0 {
+		return s.detach(gc, c)
+	}
+	return gnet.None
+}
+
+// consume handles the whole messages in buf and streams large ones
+// through; it returns how many bytes it used.
+func (s *Server) consume(buf []byte) int {
+	start := 0
+	for start < len(buf) && !s.dead {
+		if s.pass > 0 {
+			k := min(s.pass, len(buf)-start)
+			if !s.passDrop {
+				s.emit(buf[start : start+k])
+			}
+			start += k
+			s.pass -= k
+			continue
+		}
+		typ, size, ok := wire.Header(buf[start:])
+		if !ok {
+			break
+		}
+		if size < 5 {
+			s.fail(fmt.Errorf("backend sent a malformed message (type %q, length %d)", typ, size-1))
+			break
+		}
+		if size > len(buf)-start {
+			if inspected(typ) {
+				break // wait for the whole message: gnet keeps the bytes
+			}
+			// Stream big rows and COPY data through without ever holding
+			// the whole message.
+			s.pass = size - (len(buf) - start)
+			s.passDrop = s.internalN.Load() > 0 || s.owner.Load() == nil
+			if !s.passDrop {
+				s.emit(buf[start:])
+			}
+			start = len(buf)
+			continue
+		}
+		msg := buf[start : start+size]
+		start += size
+		s.handle(typ, msg)
+	}
+	return start
+}
+
+// inspected lists the message types the server must see whole.
 func inspected(typ byte) bool {
 	switch typ {
 	case 'Z', 'S', 'E', 'N', 'A', 'C', 'G', 'H', 'W', 'K', '1', '3':
@@ -433,17 +511,17 @@ func inspected(typ byte) bool {
 	return false
 }
 
-// handle processes one whole message; false means the server is done.
-func (s *Server) handle(typ byte, msg []byte, out **[]byte) bool {
+// handle processes one whole message from PostgreSQL.
+func (s *Server) handle(typ byte, msg []byte) {
 	internal := s.internalN.Load() > 0
 	owner := s.owner.Load()
 	switch typ {
 	case '1', '3':
 		if s.swallowInjected(typ) {
-			return true
+			return
 		}
 	case 'C':
-		switch cstr(msg[5:]) {
+		switch string(msg[5 : len(msg)-1]) {
 		case "DISCARD ALL", "DEALLOCATE", "DEALLOCATE ALL":
 			s.forgetStatements()
 		}
@@ -451,42 +529,43 @@ func (s *Server) handle(typ byte, msg []byte, out **[]byte) bool {
 		s.segmentDone()
 		if internal {
 			s.mu.Lock()
+			var done func()
 			if len(s.internal) > 0 {
-				if ch := s.internal[0]; ch != nil {
-					close(ch)
-				}
+				done = s.internal[0]
 				s.internal = s.internal[1:]
 				s.internalN.Add(-1)
 			}
 			s.mu.Unlock()
-			return true
+			if done != nil {
+				done()
+			}
+			return
 		}
 		if owner == nil {
-			return true
+			return
 		}
 		if circuits.Refuses(owner.Pool.Mode, msg[5]) {
 			// Refuse before the client is told the block began; closing
 			// the backend rolls it back.
-			s.flush(out)
+			s.flush()
 			owner.Fail(wire.Fatal("25001", "transaction blocks not allowed in statement pooling mode"))
 			s.fail(errors.New("client opened a transaction block in statement mode"))
-			return false
+			return
 		}
-		s.emit(out, msg)
-		s.flush(out)
+		s.emit(msg)
+		s.flush()
 		s.stats.ready(msg[5])
-		released := owner.Ready(s, msg[5])
-		if released {
+		if owner.Ready(s, msg[5]) {
 			s.resync()
 			owner.SetCancelTarget(nil)
 			s.owner.Store(nil)
-			signalRelease(s.released)
+			s.next()
 		}
-		return true
+		return
 	case 'S':
 		name, value, ok := wire.ParameterStatus(msg[5:])
 		if !ok || owner == nil {
-			return true
+			return
 		}
 		var send bool
 		owner.Circuit(func(ci *circuits.Circuit) { send = ci.Reported(name, value, !internal) })
@@ -498,98 +577,106 @@ func (s *Server) handle(typ byte, msg []byte, out **[]byte) bool {
 			s.mu.Unlock()
 		}
 		if send {
-			s.emit(out, msg)
+			s.emit(msg)
 		}
-		return true
+		return
 	case 'E':
 		if internal {
 			e := wire.ErrorFields(msg[5:])
 			s.log.Warn("a query pgmts sent to apply session settings failed", "err", e.Error())
-			return true
+			return
 		}
-		e := wire.ErrorFields(msg[5:])
 		if owner == nil {
-			s.log.Info("backend error while idle", "err", e.Error())
-			return true
+			s.log.Info("backend error while idle", "err", wire.ErrorFields(msg[5:]).Error())
+			return
 		}
-		if e.Severity == "FATAL" || e.Severity == "PANIC" {
+		if e := wire.ErrorFields(msg[5:]); e.Severity == "FATAL" || e.Severity == "PANIC" {
 			// The backend is ending the session: pass its own words on and
 			// close the client, whose session ends with it.
-			s.emit(out, msg)
-			s.flush(out)
+			s.emit(msg)
+			s.flush()
 			s.owner.Store(nil)
 			owner.SetCancelTarget(nil)
 			owner.Release(s)
-			owner.Responses.Push(queue.Reply{Client: owner, Close: true})
-			return true
+			owner.Responses.Send(queue.Reply{Client: owner, Close: true}, s.loop)
+			return
 		}
 	}
 	if internal || owner == nil {
-		return true
+		return
 	}
-	s.emit(out, msg)
-	return true
+	s.emit(msg)
 }
 
-func signalRelease(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
-// emit appends reply bytes for the owner, pushing full chunks.
-func (s *Server) emit(out **[]byte, b []byte) {
+// emit appends reply bytes for the owner, sending full chunks.
+func (s *Server) emit(b []byte) {
 	for len(b) > 0 {
-		if *out == nil {
-			*out = queue.GetBuffer()
+		if s.out == nil {
+			s.out = queue.GetBuffer()
 		}
-		buf := **out
+		buf := *s.out
 		k := min(len(b), cap(buf)-len(buf))
 		if k == 0 {
-			s.flush(out)
+			s.flush()
 			continue
 		}
-		**out = append(buf, b[:k]...)
+		*s.out = append(buf, b[:k]...)
 		b = b[k:]
 	}
 }
 
-// flush hands the filled chunk to the owner's dispatcher, first waiting
-// while the client is too far behind.
-func (s *Server) flush(out **[]byte) {
-	if *out == nil || len(**out) == 0 {
+// flush hands the filled chunk to the owner's dispatcher: written at once
+// when the client is on this loop, else through its response queue.
+func (s *Server) flush() {
+	if s.out == nil || len(*s.out) == 0 {
 		return
 	}
 	c := s.owner.Load()
 	if c == nil {
-		queue.PutBuffer(**out)
-		*out = nil
+		queue.PutBuffer(*s.out)
+		s.out = nil
 		return
 	}
-	// gnet has no "drained" event: while the client is behind, ask its
-	// dispatcher for a fresh reading, at most once a millisecond.
-	for c.Backlog() > highWater && !c.Closed() {
+	s.stats.replied(len(*s.out))
+	c.Responses.SendPooled(c, s.out, s.loop)
+	s.out = nil
+}
+
+// detach takes the backend socket off the loop while its client is too
+// far behind: PostgreSQL's output then waits in the kernel, and PostgreSQL
+// itself (backpressure), not in pgmts's memory. gnet cannot stop reading
+// a connection it hosts, so the server keeps a duplicate of the socket,
+// lets gnet close its own, and hosts it again once the client caught up.
+func (s *Server) detach(gc gnet.Conn, c *queue.Client) gnet.Action {
+	fd, err := gc.Dup()
+	if err != nil {
+		return gnet.None // keep reading: more memory, but a working session
+	}
+	f := os.NewFile(uintptr(fd), "backend")
+	conn, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		return gnet.None
+	}
+	gc.SetContext(nil) // its OnClose is not the backend's end
+	s.gc, s.detached = nil, true
+	s.pool.parent.wg.Go(func() { s.waitForClient(c, conn) })
+	return gnet.Close
+}
+
+// waitForClient waits (off the loop) until c's backlog is low or c is
+// gone, then hosts the backend again. gnet has no "drained" event: the
+// dispatcher is asked for a fresh reading, at most once a millisecond.
+func (s *Server) waitForClient(c *queue.Client, conn net.Conn) {
+	for c.Backlog() > highWater/4 && !c.Closed() {
 		c.Responses.Push(queue.Reply{Client: c, Poll: true})
-		select {
-		case <-c.Drained():
-		case <-s.dead:
-		}
-		if c.Backlog() > highWater {
-			select {
-			case <-time.After(time.Millisecond):
-			case <-s.dead:
-			}
-		}
-		select {
-		case <-s.dead:
-			queue.PutBuffer(**out)
-			*out = nil
-			return
-		default:
+		<-c.Drained()
+		if c.Backlog() > highWater/4 {
+			time.Sleep(time.Millisecond)
 		}
 	}
-	s.stats.replied(len(**out))
-	c.Responses.PushPooled(c, *out)
-	*out = nil
+	if err := s.loop.Host(conn, s); err != nil {
+		_ = conn.Close()
+		s.onLoop(func() { s.fail(err) })
+	}
 }

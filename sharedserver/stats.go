@@ -1,7 +1,6 @@
 package sharedserver
 
 import (
-	"crypto/tls"
 	"maps"
 	"net"
 	"slices"
@@ -173,7 +172,7 @@ func (p *Pool) snapshot() PoolSnapshot {
 
 func (s *Server) snapshot(now int64) ServerSnapshot {
 	ss := ServerSnapshot{PID: s.pid, State: ServerIdle, Totals: s.stats.totals(), Born: s.stats.born,
-		Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr()}
+		Local: s.local, Remote: s.remote, TLSVersion: s.tlsVersion}
 	ss.Busy = ss.QueryTime
 	start, ready := s.stats.reqStart.Load(), s.stats.lastReady.Load()
 	if start != 0 {
@@ -186,9 +185,6 @@ func (s *Server) snapshot(now int64) ServerSnapshot {
 			ss.State = ServerExec
 			ss.Busy += time.Duration(now - start)
 		}
-	}
-	if t, ok := s.conn.(*tls.Conn); ok {
-		ss.TLSVersion = tls.VersionName(t.ConnectionState().Version)
 	}
 	return ss
 }
