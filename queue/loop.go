@@ -75,6 +75,6 @@ func poke(s Server, from Loop) {
 // console's workers).
 type chanServer chan *Client
 
-func (chanServer) Loop() Loop          { return nil }
-func (s chanServer) Serve(c *Client)   { s <- c } // capacity 1, empty while parked
-func (chanServer) Poke()               {}
+func (chanServer) Loop() Loop        { return nil }
+func (s chanServer) Serve(c *Client) { s <- c } // capacity 1, empty while parked
+func (chanServer) Poke()             {}

@@ -14,9 +14,9 @@ type entry struct {
 // shared server. An idle server parks on it; a request handed to a parked
 // server skips the list entirely.
 type RequestQueue struct {
-	mu      sync.Mutex
-	items   []entry
-	head    int
+	mu    sync.Mutex
+	items []entry
+	head  int
 	// waiters are the parked servers, the most recently parked last.
 	waiters []Server
 	// OnWait is called (outside the lock) when a request had to wait
