@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 )
 
 // Growth, retirement and the operator's controls (PAUSE, RESUME,
-// RECONNECT) of the pools.
+// RECONNECT, KILL, WAIT_CLOSE) of the pools.
 
 // counter returns the shared counter for key, making it on first use.
 // Callers hold Pools.mu.
@@ -210,7 +211,7 @@ func (p *Pools) Resume(db string) {
 	}
 	p.mu.Unlock()
 	for _, pool := range p.poolsOf(db) {
-		if !p.isPaused(pool.conf().Database) {
+		if !p.Paused(pool.conf().Database) {
 			pool.Resume()
 		}
 	}
@@ -223,11 +224,91 @@ func (p *Pools) Reconnect(db string) {
 	}
 }
 
-// isPaused reports whether new pools of database db start paused.
-func (p *Pools) isPaused(db string) bool {
+// Paused reports whether database db is paused (PAUSE or KILL, of db or
+// of every database): new pools of db start paused.
+func (p *Pools) Paused(db string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.paused[""] || p.paused[db]
+}
+
+// errKilled closes the servers KILL drops.
+var errKilled = errors.New("KILL from the admin console")
+
+// Kill pauses database db as PAUSE does, but at once: every server of
+// its pools closes now, whatever its client is doing (an open
+// transaction is rolled back), and the requests waiting in its queues
+// are dropped with their clients, which the caller disconnects.
+func (p *Pools) Kill(db string) {
+	p.mu.Lock()
+	p.paused[db] = true
+	p.mu.Unlock()
+	for _, pool := range p.poolsOf(db) {
+		pool.hold()
+		pool.q.Requests.Drain()
+		pool.failAll(errKilled)
+	}
+}
+
+// WaitClose waits until the servers of database db ("" = all) that
+// RECONNECT or RELOAD marked to close are gone: retired servers, and
+// every server of a pool a reload detached. If ctx ends first, the error
+// says how many are left.
+func (p *Pools) WaitClose(ctx context.Context, db string) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		left := 0
+		p.mu.Lock()
+		draining := slices.Clone(p.draining)
+		p.mu.Unlock()
+		for _, pool := range draining {
+			if db == "" || pool.conf().Database == db {
+				left += pool.open()
+			}
+		}
+		for _, pool := range p.poolsOf(db) {
+			left += pool.closing()
+		}
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d servers marked to close are still open: their clients hold them (in a transaction, or in session mode)", left)
+		case <-t.C:
+		}
+	}
+}
+
+// open counts the pool's servers, open or opening.
+func (p *Pool) open() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.servers) + p.starting
+}
+
+// closing counts the pool's retired servers that are still open.
+func (p *Pool) closing() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for s := range p.servers {
+		if s.retired() {
+			n++
+		}
+	}
+	return n
+}
+
+// retired reports whether the server was asked to close (see retire).
+func (s *Server) retired() bool {
+	select {
+	case <-s.quit:
+		return true
+	default:
+		return false
+	}
 }
 
 // poolsOf lists the pools of database db ("" = every pool).

@@ -108,6 +108,9 @@ type ServerSnapshot struct {
 	Local       net.Addr
 	Remote      net.Addr
 	TLSVersion  string // "" for plaintext
+	// CloseNeeded: RECONNECT, RELOAD or the idle timeout retired it; it
+	// closes once its client lets it go.
+	CloseNeeded bool
 }
 
 // PoolSnapshot is one pool: its queue, servers and counters.
@@ -173,7 +176,7 @@ func (p *Pool) snapshot() PoolSnapshot {
 
 func (s *Server) snapshot(now int64) ServerSnapshot {
 	ss := ServerSnapshot{PID: s.pid, State: ServerIdle, Totals: s.stats.totals(), Born: s.stats.born,
-		Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr()}
+		Local: s.conn.LocalAddr(), Remote: s.conn.RemoteAddr(), CloseNeeded: s.retired()}
 	ss.Busy = ss.QueryTime
 	start, ready := s.stats.reqStart.Load(), s.stats.lastReady.Load()
 	if start != 0 {
