@@ -362,11 +362,34 @@ func (p *Pools) Reload(cfg *config.Config) []string {
 	}
 	for _, pool := range updated {
 		pool.mu.Lock()
+		pool.trim()
 		pool.keepMinimum()
 		pool.mu.Unlock()
 		pool.grow()
 	}
 	return names
+}
+
+// trim retires the servers above a lowered max_shared_servers, idle ones
+// first; a busy one closes once its client lets it go (p.mu held).
+func (p *Pool) trim() {
+	excess := -p.conf().MaxSharedServers
+	for s := range p.servers {
+		if !s.retired() {
+			excess++
+		}
+	}
+	for _, idleOnly := range []bool{true, false} {
+		for s := range p.servers {
+			if excess <= 0 {
+				return
+			}
+			if !s.retired() && (!idleOnly || s.idleSince.Load() != 0) {
+				s.retire()
+				excess--
+			}
+		}
+	}
 }
 
 // sameBackend reports whether two pool configurations reach PostgreSQL
