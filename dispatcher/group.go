@@ -290,9 +290,7 @@ func (g *Group) Suspend(ctx context.Context, exempt func(*queue.Pool) bool) erro
 	if !g.suspended.CompareAndSwap(nil, &suspension{exempt: exempt}) {
 		return errors.New("already suspended")
 	}
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
+	busy := queue.WaitZero(ctx, func() int {
 		busy := 0
 		for _, c := range g.loggedIn() {
 			if exempt(c.Pool) {
@@ -308,15 +306,12 @@ func (g *Group) Suspend(ctx context.Context, exempt func(*queue.Pool) bool) erro
 				c.Responses.Push(queue.Reply{Client: c, Poll: true})
 			}
 		}
-		if busy == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d clients still have a request in flight or replies not yet sent", busy)
-		case <-t.C:
-		}
+		return busy
+	})
+	if busy > 0 {
+		return fmt.Errorf("%d clients still have a request in flight or replies not yet sent", busy)
 	}
+	return nil
 }
 
 // Resume ends a SUSPEND: every dispatcher goes on with the clients and

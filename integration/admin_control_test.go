@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -306,31 +304,15 @@ func TestAdminSetPerDatabase(t *testing.T) {
 		t.Errorf("SHOW CONFIG bench.max_shared_servers: %v", r)
 	}
 
-	script := filepath.Join(t.TempDir(), "sleep.sql")
-	if err := os.WriteFile(script, []byte("SELECT pg_sleep(0.02);\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	peak := 0
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			for _, pool := range p.pools.Snapshot().Pools {
-				if pool.Database == "bench" {
-					peak = max(peak, len(pool.Servers)+pool.Starting)
-				}
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
+	benchServers := func() int {
+		for _, pool := range p.pools.Snapshot().Pools {
+			if pool.Database == "bench" {
+				return len(pool.Servers) + pool.Starting
 			}
 		}
-	}()
-	out := <-pgbenchAsync(t, p.port, "-f", script, "-c", "8", "-j", "2", "-T", "2")
-	close(stop)
-	<-sampled
+		return 0
+	}
+	out, peak := burstPeak(t, p, benchServers, "-f", sleepScript(t, "0.02"), "-c", "8", "-j", "2", "-T", "2")
 	pgbenchOK(t, out)
 	if peak != 2 {
 		t.Errorf("at most %d bench servers during a burst with bench.max_shared_servers = 2, want 2", peak)

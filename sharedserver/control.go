@@ -143,22 +143,14 @@ func (p *Pool) retireAll() {
 // the pool stays paused and the error says how many servers are busy.
 func (p *Pool) Pause(ctx context.Context) error {
 	p.hold()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
+	busy := queue.WaitZero(ctx, func() int {
 		p.retireAll()
-		p.mu.Lock()
-		busy := len(p.servers) + p.starting
-		p.mu.Unlock()
-		if busy == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("pool %s: %d servers still hold a client (in a transaction, or bound in session mode)", p.q.Name, busy)
-		case <-t.C:
-		}
+		return p.open()
+	})
+	if busy > 0 {
+		return fmt.Errorf("pool %s: %d servers still hold a client (in a transaction, or bound in session mode)", p.q.Name, busy)
 	}
+	return nil
 }
 
 // hold stops handing out requests and opening servers.
@@ -255,30 +247,25 @@ func (p *Pools) Kill(db string) {
 // every server of a pool a reload detached. If ctx ends first, the error
 // says how many are left.
 func (p *Pools) WaitClose(ctx context.Context, db string) error {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		left := 0
+	left := queue.WaitZero(ctx, func() int {
+		n := 0
 		p.mu.Lock()
 		draining := slices.Clone(p.draining)
 		p.mu.Unlock()
 		for _, pool := range draining {
 			if db == "" || pool.conf().Database == db {
-				left += pool.open()
+				n += pool.open()
 			}
 		}
 		for _, pool := range p.poolsOf(db) {
-			left += pool.closing()
+			n += pool.closing()
 		}
-		if left == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d servers marked to close are still open: their clients hold them (in a transaction, or in session mode)", left)
-		case <-t.C:
-		}
+		return n
+	})
+	if left > 0 {
+		return fmt.Errorf("%d servers marked to close are still open: their clients hold them (in a transaction, or in session mode)", left)
 	}
+	return nil
 }
 
 // open counts the pool's servers, open or opening.
