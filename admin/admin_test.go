@@ -1,13 +1,14 @@
 package admin
 
 import (
-	"github.com/pgmts/pgmts/config"
-
 	"bytes"
+	"log/slog"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/pgmts/pgmts/config"
 )
 
 func TestParse(t *testing.T) {
@@ -30,6 +31,11 @@ func TestParse(t *testing.T) {
 		{"SET max_shared_servers = 5", command{verb: "SET", key: "max_shared_servers", value: "5"}, ""},
 		{"set log_level to 'debug'", command{verb: "SET", key: "log_level", value: "debug"}, ""},
 		{"set x='it''s'", command{verb: "SET", key: "x", value: "it's"}, ""},
+		{"SET pool.mode = session", command{verb: "SET", key: "pool.mode", value: "session"}, ""},
+		{"SET Bench.Max_Shared_Servers = 4", command{verb: "SET", db: "bench", key: "max_shared_servers", value: "4"}, ""},
+		{`SET "my.DB".shared_servers TO 2`, command{verb: "SET", db: "my.DB", key: "shared_servers", value: "2"}, ""},
+		{`SET "pool".mode = session`, command{verb: "SET", db: "pool", key: "mode", value: "session"}, ""},
+		{"SET a.b.c = 1", command{}, "42601"},
 		{"SHOW", command{}, "42601"},
 		{"SHOW POOLS now", command{}, "42601"},
 		{"SHOW NOTHING", command{}, "42601"},
@@ -55,7 +61,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestExecuteAccess(t *testing.T) {
-	c := &Console{}
+	c := &Console{log: slog.New(slog.DiscardHandler)}
 	c.current.Store(&config.Config{})
 	for _, tc := range []struct {
 		sql   string
@@ -64,7 +70,13 @@ func TestExecuteAccess(t *testing.T) {
 	}{
 		{"PAUSE", false, "42501"},
 		{"SET shared_servers = 2", false, "42501"},
-		{"KILL_CLIENT 7", true, "0A000"},
+		{"KILL_CLIENT 7", true, "42704"},
+		{"KILL_CLIENT C7", true, "22023"},
+		{"KILL pgbouncer", true, "55000"},
+		{"DISABLE nosuchdb", true, "3D000"},
+		{"SHUTDOWN", true, "0A000"},
+		{"SET pgmts.max_shared_servers = 2", true, "22023"},
+		{"SET nosuchdb.max_shared_servers = 2", true, "22023"},
 		{"SET shared_servers = many", true, "22023"},
 		{"SET listen = '127.0.0.1:1'", true, "22023"},
 		{"PAUSE nosuchdb", true, "3D000"},

@@ -15,6 +15,7 @@ type command struct {
 	// (a database name, a client id, WAIT_FOR_CLIENTS).
 	arg        string
 	key, value string // SET key = value
+	db         string // SET db.key = value: the database whose pool settings change
 }
 
 // argRule says whether a control command takes an argument.
@@ -26,8 +27,8 @@ const (
 	argRequired
 )
 
-// controls are PgBouncer's commands that change the pooler. The console
-// knows their syntax; running them is not supported yet.
+// controls are PgBouncer's commands that change the pooler, and their
+// argument.
 var controls = map[string]argRule{
 	"PAUSE": argOptional, "RESUME": argOptional, "SUSPEND": argNone, "WAIT_CLOSE": argOptional,
 	"RECONNECT": argOptional, "KILL": argRequired, "KILL_CLIENT": argRequired,
@@ -118,11 +119,7 @@ func parse(sql string) (command, *wire.Error) {
 		}
 		return cmd, nil
 	case "SET":
-		if len(args) != 3 || args[0].quoted || (args[1].text != "=" && !strings.EqualFold(args[1].text, "to")) || args[1].quoted {
-			return command{}, consoleError("42601", "SET needs key = value")
-		}
-		cmd.key, cmd.value = strings.ToLower(args[0].text), args[2].text
-		return cmd, nil
+		return parseSet(cmd, args)
 	}
 	rule, ok := controls[cmd.verb]
 	if !ok {
@@ -140,6 +137,30 @@ func parse(sql string) (command, *wire.Error) {
 	}
 	if cmd.verb == "SHUTDOWN" && cmd.arg != "" && !strings.EqualFold(cmd.arg, "WAIT_FOR_CLIENTS") {
 		return command{}, consoleError("42601", "SHUTDOWN takes only WAIT_FOR_CLIENTS")
+	}
+	return cmd, nil
+}
+
+// parseSet reads SET key = value, and SET db.key = value for a database's
+// own pool settings. db may be "quoted" (then it keeps its case and may
+// hold dots); unquoted, "pgmts" and "pool" name the global sections, as
+// in the config file.
+func parseSet(cmd command, args []token) (command, *wire.Error) {
+	if len(args) == 4 && args[0].quoted && !args[1].quoted && strings.HasPrefix(args[1].text, ".") {
+		cmd.db = args[0].text
+		args = append([]token{{text: args[1].text[1:]}}, args[2:]...)
+	}
+	if len(args) != 3 || args[0].quoted || (args[1].text != "=" && !strings.EqualFold(args[1].text, "to")) || args[1].quoted {
+		return command{}, consoleError("42601", "SET needs key = value, or db.key = value")
+	}
+	cmd.key, cmd.value = strings.ToLower(args[0].text), args[2].text
+	if cmd.db == "" {
+		if section, name, ok := strings.Cut(cmd.key, "."); ok && section != "pgmts" && section != "pool" {
+			cmd.db, cmd.key = section, name
+		}
+	}
+	if cmd.db != "" && (cmd.key == "" || strings.Contains(cmd.key, ".")) {
+		return command{}, consoleError("42601", "SET db.key = value needs one setting name after the database")
 	}
 	return cmd, nil
 }

@@ -55,6 +55,8 @@ type Console struct {
 	group    *dispatcher.Group
 	routes   map[string]*queue.Pool // by database + "\x00" + user
 	sessions map[*queue.Client]*session
+	disabled map[string]bool           // DISABLE: databases refusing new logins
+	shutdown func(waitForClients bool) // SHUTDOWN's hook (OnShutdown)
 }
 
 // New starts the console's workers. path is the config file that RELOAD
@@ -63,7 +65,7 @@ type Console struct {
 func New(cfg *config.Config, path string, level *slog.LevelVar, pools *sharedserver.Pools, log *slog.Logger, version string) *Console {
 	c := &Console{path: path, level: level, pools: pools, log: log.With("component", "admin"), version: version, started: time.Now(),
 		requests: &queue.RequestQueue{}, stop: make(chan struct{}),
-		routes: map[string]*queue.Pool{}, sessions: map[*queue.Client]*session{}}
+		routes: map[string]*queue.Pool{}, sessions: map[*queue.Client]*session{}, disabled: map[string]bool{}}
 	c.current.Store(cfg)
 	for i := range workers {
 		c.wg.Go(func() { c.work(i) })
@@ -103,6 +105,9 @@ func isConsole(database string) bool {
 // anyone else asking for it is refused with FATAL 28000.
 func (c *Console) Route(database, user string) (*queue.Pool, error) {
 	if !isConsole(database) {
+		if c.disabledDB(database) {
+			return nil, wire.Fatal("57P03", "database does not allow connections: %s", database)
+		}
 		return c.pools.Route(database, user)
 	}
 	if !c.Config().IsAdminUser(user) && !c.Config().IsStatsUser(user) {
@@ -201,6 +206,10 @@ func (c *Console) serve(w *worker, cl *queue.Client, spare []byte) []byte {
 		if len(out) > 0 {
 			cl.Responses.Push(queue.Reply{Client: cl, Data: out})
 		}
+		for _, fn := range s.after {
+			fn()
+		}
+		s.after = nil
 		released := false
 		for range readies {
 			if cl.Ready(w, circuits.TxIdle) {
@@ -238,11 +247,16 @@ func (c *Console) forget(cl *queue.Client) {
 	c.mu.Unlock()
 }
 
+// attached is the group Attach gave.
+func (c *Console) attached() *dispatcher.Group {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.group
+}
+
 // dispatchers returns the attached group's snapshot, if any.
 func (c *Console) dispatchers() dispatcher.Snapshot {
-	c.mu.Lock()
-	g := c.group
-	c.mu.Unlock()
+	g := c.attached()
 	if g == nil {
 		return dispatcher.Snapshot{}
 	}

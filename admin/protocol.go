@@ -16,6 +16,8 @@ type session struct {
 	stmts   map[string]command
 	portals map[string]portal
 	failed  bool
+	// after runs once the replies of the current batch are pushed.
+	after []func()
 }
 
 type portal struct {
@@ -92,6 +94,7 @@ func (c *Console) simpleQuery(s *session, out []byte, sql string) []byte {
 	if werr != nil {
 		return werr.Encode(out)
 	}
+	s.later(res)
 	return res.encode(out, true, nil)
 }
 
@@ -187,6 +190,7 @@ func (c *Console) extended(s *session, out []byte, typ byte, body []byte) ([]byt
 		if werr != nil {
 			return out, werr
 		}
+		s.later(res)
 		return res.encode(out, false, p.formats), nil
 	case *pgproto3.Close:
 		if m.ObjectType == 'S' {
@@ -197,4 +201,11 @@ func (c *Console) extended(s *session, out []byte, typ byte, body []byte) ([]byt
 		return wire.Append(out, &pgproto3.CloseComplete{}), nil
 	}
 	return out, nil
+}
+
+// later keeps what res wants done once its reply is on its way.
+func (s *session) later(res *result) {
+	if res.after != nil {
+		s.after = append(s.after, res.after)
+	}
 }

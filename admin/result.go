@@ -35,6 +35,8 @@ type result struct {
 	rows   []row
 	notice *pgproto3.NoticeResponse
 	tag    string
+	// after runs once the reply is pushed to the client (SHUTDOWN).
+	after func()
 }
 
 // formatFor resolves a Bind's result format codes for column i: none means

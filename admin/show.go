@@ -55,7 +55,8 @@ var (
 		"POOLS": {concat(cols(typeText, "database", "user"), cols(typeInt4, "cl_active", "cl_waiting", "cl_active_cancel_req",
 			"cl_waiting_cancel_req", "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested",
 			"sv_login", "maxwait", "maxwait_us"), cols(typeText, "pool_mode")), (*Console).showPools},
-		"CLIENTS": {socketCols, (*Console).showClients},
+		// id is PgBouncer 1.23's, the argument of KILL_CLIENT.
+		"CLIENTS": {concat(socketCols, cols(typeInt8, "id")), (*Console).showClients},
 		"SERVERS": {socketCols, (*Console).showServers},
 		// total_requests is PgBouncer 1.7's name for total_query_count,
 		// still read by Debian's prometheus-pgbouncer-exporter.
@@ -106,8 +107,20 @@ const helpText = `
 	SHOW HELP|VERSION|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|LISTS
 	SHOW STATS|STATS_TOTALS|STATS_AVERAGES
 	SHOW DISPATCHERS|SHARED_SERVERS|QUEUE|CIRCUITS|SHARED_SERVER_MONITOR
-	Not supported yet: PAUSE, RESUME, SUSPEND, WAIT_CLOSE, RECONNECT, KILL,
-	KILL_CLIENT, DISABLE, ENABLE, RELOAD, SHUTDOWN, SET key = value`
+	SET key = arg
+	SET db.key = arg
+	RELOAD
+	PAUSE [<db>]
+	RESUME [<db>]
+	DISABLE <db>
+	ENABLE <db>
+	RECONNECT [<db>]
+	KILL <db>
+	KILL_CLIENT <client_id>
+	SUSPEND
+	SHUTDOWN
+	SHUTDOWN WAIT_FOR_CLIENTS
+	WAIT_CLOSE [<db>]`
 
 func notice(message, detail string) *pgproto3.NoticeResponse {
 	return &pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000", Message: message, Detail: detail}
@@ -192,20 +205,58 @@ func (c *Console) showVersion(*state) []row {
 	return []row{{"PgBouncer " + compatVersion + " (pgmts " + c.version + ")"}}
 }
 
-// showConfig lists [pgmts] and [pool] settings by their key in the file.
+// showConfig lists [pgmts] and [pool] settings by their key in the file,
+// then the pool settings [databases.NAME] sections override, as
+// NAME.key (their default is the [pool] value).
 func (c *Console) showConfig(*state) []row {
 	var rows []row
-	def := config.Default()
-	for _, sec := range [][2]reflect.Value{
-		{reflect.ValueOf(c.Config().Pgmts), reflect.ValueOf(def.Pgmts)},
-		{reflect.ValueOf(c.Config().Pool), reflect.ValueOf(def.Pool)},
+	cfg, def := c.Config(), config.Default()
+	for _, sec := range []struct {
+		name       string
+		value, def reflect.Value
+	}{
+		{"pgmts", reflect.ValueOf(cfg.Pgmts), reflect.ValueOf(def.Pgmts)},
+		{"pool", reflect.ValueOf(cfg.Pool), reflect.ValueOf(def.Pool)},
 	} {
-		for i := range sec[0].NumField() {
-			key := sec[0].Type().Field(i).Tag.Get("toml")
-			rows = append(rows, row{key, configValue(sec[0].Field(i)), configValue(sec[1].Field(i)), "no"})
+		for i := range sec.value.NumField() {
+			key := sec.value.Type().Field(i).Tag.Get("toml")
+			rows = append(rows, row{key, configValue(sec.value.Field(i)), configValue(sec.def.Field(i)),
+				yesNo(!config.RestartOnly(sec.name + "." + key))})
+		}
+	}
+	pool := map[string]string{"mode": cfg.Pool.Mode, "shared_servers": strconv.Itoa(cfg.Pool.SharedServers),
+		"max_shared_servers": strconv.Itoa(cfg.Pool.MaxSharedServers)}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Databases)) {
+		db := cfg.Databases[name]
+		set := map[string]string{"mode": db.Mode}
+		if db.SharedServers != nil {
+			set["shared_servers"] = strconv.Itoa(*db.SharedServers)
+		}
+		if db.MaxSharedServers != nil {
+			set["max_shared_servers"] = strconv.Itoa(*db.MaxSharedServers)
+		}
+		for _, key := range config.DatabaseKeys {
+			if set[key] != "" {
+				rows = append(rows, row{name + "." + key, set[key], pool[key], "yes"})
+			}
 		}
 	}
 	return rows
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// boolInt is a PgBouncer 0/1 flag column.
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func configValue(v reflect.Value) string {
@@ -228,6 +279,7 @@ func (c *Console) showDatabases(st *state) []row {
 			names[name] = true
 		}
 	}
+	suspended := st.disp.Suspended
 	conns := map[string]int{}
 	for _, p := range st.pools.Pools {
 		names[p.Database] = true
@@ -243,8 +295,9 @@ func (c *Console) showDatabases(st *state) []row {
 		if !ok {
 			db = c.Config().Databases["*"]
 		}
+		paused := suspended || c.pools.Paused(name)
 		rows = append(rows, row{name, pc.Host, i64(pc.Port), pc.DBName, nullable(db.User), i64(pc.MaxSharedServers),
-			i64(pc.SharedServers), int64(0), pc.Mode, int64(0), i64(conns[name]), int64(0), int64(0)})
+			i64(pc.SharedServers), int64(0), pc.Mode, int64(0), i64(conns[name]), boolInt(paused), boolInt(c.disabledDB(name))})
 	}
 	for _, name := range Names {
 		rows = append(rows, row{name, nil, listenPort(c.Config()), name, name, int64(workers), int64(0), int64(0), "statement",
@@ -327,7 +380,7 @@ func (c *Console) showClients(st *state) []row {
 		}
 		rows = append(rows, row{"C", s.Pool.User, s.Pool.Database, string(s.State), addr, rport, localHost, port,
 			pgTime(s.Connected), pgTime(request), int64(wait / time.Second), us(wait % time.Second), int64(0),
-			fmt.Sprintf("C%d", s.ID), link, int64(0), cl.info.TLSVersion, s.ApplicationName})
+			fmt.Sprintf("C%d", s.ID), link, int64(0), cl.info.TLSVersion, s.ApplicationName, int64(s.ID)})
 	}
 	return rows
 }
@@ -347,7 +400,7 @@ func (c *Console) showServers(st *state) []row {
 				request = s.LastRequest
 			}
 			rows = append(rows, row{"S", p.User, p.Database, state, addr, port, laddr, lport, pgTime(s.Born), pgTime(request),
-				int64(0), int64(0), int64(0), fmt.Sprintf("S%d", s.PID), link, i64(s.PID), s.TLSVersion, ""})
+				int64(0), int64(0), boolInt(s.CloseNeeded), fmt.Sprintf("S%d", s.PID), link, i64(s.PID), s.TLSVersion, ""})
 		}
 	}
 	return rows
@@ -449,8 +502,11 @@ func (c *Console) showDispatchers(st *state) []row {
 	var rows []row
 	for _, d := range st.disp.Dispatchers {
 		status := "accepting"
-		if !d.Accepting {
+		switch {
+		case !d.Accepting:
 			status = "closing"
+		case st.disp.Suspended:
+			status = "suspended"
 		}
 		rows = append(rows, row{dispatcherName(d.ID), strings.Join(d.Addresses, ","), status, d.Accepted, d.Open, d.Messages,
 			d.Received, d.Sent, us(d.Busy), us(d.Idle), i64(d.Responses.Depth), d.Responses.Pushed})

@@ -447,3 +447,34 @@ func TestWith(t *testing.T) {
 		}
 	}
 }
+
+func TestWithDatabase(t *testing.T) {
+	base := mustParse(t, "[databases.app]\nhost = \"db\"\nport = 5432\nshared_servers = 2\n")
+	c, err := WithDatabase(base, "app", "max_shared_servers", "5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc, _ := c.PoolFor("app", "u"); pc.MaxSharedServers != 5 || pc.SharedServers != 2 {
+		t.Errorf("app after SET: max %d, min %d; want 5, 2", pc.MaxSharedServers, pc.SharedServers)
+	}
+	if base.Databases["app"].MaxSharedServers != nil {
+		t.Error("WithDatabase changed the configuration it copied")
+	}
+	if c, err = WithDatabase(c, "app", "mode", "session"); err != nil || c.Databases["app"].Mode != "session" {
+		t.Fatalf("mode = session: %v", err)
+	}
+	for _, tc := range []struct{ db, key, value, want string }{
+		{"nope", "mode", "session", "no [databases.nope] section"},
+		{"app", "host", "elsewhere", `"host" cannot be set per database`},
+		{"app", "mode", "sometimes", `databases.app.mode: "sometimes" is not one of`},
+		{"app", "max_shared_servers", "1", "databases.app.max_shared_servers: 1 is below shared_servers (2)"},
+		{"app", "shared_servers", "x", `databases.app.shared_servers: "x" is not an integer`},
+	} {
+		if _, err := WithDatabase(base, tc.db, tc.key, tc.value); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("WithDatabase(%s.%s = %s): %v, want %q", tc.db, tc.key, tc.value, err, tc.want)
+		}
+	}
+	if !RestartOnly("pgmts.listen") || RestartOnly("pool.mode") {
+		t.Error("RestartOnly")
+	}
+}

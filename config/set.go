@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -48,6 +49,49 @@ func With(c *Config, key, value string) (*Config, error) {
 	}
 	return &out, nil
 }
+
+// DatabaseKeys are the pool settings a [databases.NAME] section may carry,
+// which the console's SET NAME.key = value changes.
+var DatabaseKeys = []string{"mode", "shared_servers", "max_shared_servers"}
+
+// WithDatabase returns a copy of c with one pool setting of the
+// [databases.db] section changed (see DatabaseKeys); the result is
+// validated.
+func WithDatabase(c *Config, db, key, value string) (*Config, error) {
+	d, ok := c.Databases[db]
+	if !ok {
+		return nil, fmt.Errorf("there is no [databases.%s] section (a database served by the \"*\" section is set with \"*\".%s)", db, key)
+	}
+	if !slices.Contains(DatabaseKeys, key) {
+		return nil, fmt.Errorf("%q cannot be set per database; these can: %s", key, strings.Join(DatabaseKeys, ", "))
+	}
+	v := reflect.ValueOf(&d).Elem()
+	for i := range v.NumField() {
+		if v.Type().Field(i).Tag.Get("toml") != key {
+			continue
+		}
+		f := v.Field(i)
+		if f.Kind() == reflect.Pointer {
+			// An override the section may leave out: set it anew.
+			f.Set(reflect.New(f.Type().Elem()))
+			f = f.Elem()
+		}
+		if err := setField(f, value); err != nil {
+			return nil, fmt.Errorf("databases.%s.%s: %w", db, key, err)
+		}
+	}
+	out := *c
+	out.Databases = maps.Clone(c.Databases)
+	out.Databases[db] = d
+	if err := out.validate(); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RestartOnly reports whether a setting ("section.name") needs a restart
+// to change.
+func RestartOnly(key string) bool { return slices.Contains(restartOnly, key) }
 
 // restartOnly are the settings a running pgmts cannot change (see Live).
 var restartOnly = []string{"pgmts.listen", "pgmts.unix_socket_dir", "pgmts.unix_socket_mode",

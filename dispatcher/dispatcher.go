@@ -36,6 +36,9 @@ type Dispatcher struct {
 	// with their client_login_timeout deadline (loop-owned).
 	logins       map[*clientConn]time.Time
 	expireLogins gnet.RunnableFunc
+	// held are the connections SUSPEND stopped reading, or whose login
+	// it holds (loop-owned).
+	held map[*clientConn]struct{}
 
 	tcp      bool            // listens on TCP (not the unix socket)
 	retiring atomic.Bool     // SetDispatchers retired it
@@ -48,6 +51,7 @@ func (g *Group) newDispatcher(id int) *Dispatcher {
 	d.responses.Attach(d, d.deliver)
 	d.drain = func(context.Context) error { d.drainResponses(); return nil }
 	d.logins = map[*clientConn]time.Time{}
+	d.held = map[*clientConn]struct{}{}
 	d.expireLogins = func(context.Context) error { d.dropSlowLogins(); return nil }
 	return d
 }
@@ -115,7 +119,7 @@ func (d *Dispatcher) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		h.HostedOpen(c)
 		return nil, gnet.None
 	}
-	if d.g.shuttingDown.Load() {
+	if d.g.shuttingDown.Load() || d.g.refusing.Load() {
 		return wire.Fatal("57P03", "pgmts is shutting down").Encode(nil), gnet.Close
 	}
 	if d.retiring.Load() {
@@ -200,6 +204,7 @@ func (d *Dispatcher) closed(cc *clientConn) {
 	cc.closed = true
 	cc.gone = true
 	delete(d.logins, cc)
+	delete(d.held, cc)
 	d.g.unregister(cc)
 	if cc.client != nil {
 		cc.client.Close()
@@ -338,6 +343,11 @@ func (cc *clientConn) onTraffic() gnet.Action {
 		if cc.phase == phasePreparing || c.InboundBuffered() < cc.need {
 			return gnet.None
 		}
+		if cc.phase == phaseReady && cc.d.g.holds(cc.client.Pool) {
+			// SUSPEND: the bytes wait in gnet's buffer until RESUME.
+			cc.d.held[cc] = struct{}{}
+			return gnet.None
+		}
 		buf, _ := c.Peek(-1)
 		var n int
 		var action gnet.Action
@@ -364,6 +374,23 @@ func (cc *clientConn) onTraffic() gnet.Action {
 		}
 	}
 	return gnet.None
+}
+
+// releaseHeld goes on with the connections SUSPEND held (on the loop):
+// held logins ask their pool to prepare, then buffered input is read.
+func (d *Dispatcher) releaseHeld() {
+	for cc := range d.held {
+		delete(d.held, cc)
+		if cc.closed {
+			continue
+		}
+		if cc.client == nil && cc.prepare() != gnet.None {
+			cc.closed = true
+			_ = cc.c.Close()
+			continue
+		}
+		cc.resume()
+	}
 }
 
 // resume processes buffered input outside gnet's OnTraffic (after an

@@ -55,7 +55,16 @@ type Group struct {
 	nextID   atomic.Uint64
 
 	shuttingDown atomic.Bool
+	// refusing: SHUTDOWN WAIT_FOR_CLIENTS; new connections are refused,
+	// connected clients carry on.
+	refusing atomic.Bool
+	// suspended is SUSPEND's state while it lasts (nil otherwise).
+	suspended atomic.Pointer[suspension]
 }
+
+// suspension is a SUSPEND in force: the clients of every pool but the
+// exempt ones (the admin console's) are not read, and their logins wait.
+type suspension struct{ exempt func(*queue.Pool) bool }
 
 // liveConfig is what the dispatchers read from the configuration.
 type liveConfig struct {
@@ -287,6 +296,80 @@ func (g *Group) Shutdown(ctx context.Context) {
 		}
 	}
 	g.Stop()
+}
+
+// StopAccepting refuses every new connection from now on, and lets the
+// connected clients carry on (SHUTDOWN WAIT_FOR_CLIENTS).
+func (g *Group) StopAccepting() { g.refusing.Store(true) }
+
+// Suspend stops reading from the clients of every pool exempt does not
+// exempt and holds their new logins, then waits until none has a request
+// in flight or a reply not yet on its socket (SUSPEND). If ctx ends first,
+// the clients stay suspended and the error says how many are still busy.
+func (g *Group) Suspend(ctx context.Context, exempt func(*queue.Pool) bool) error {
+	if !g.suspended.CompareAndSwap(nil, &suspension{exempt: exempt}) {
+		return errors.New("already suspended")
+	}
+	busy := queue.WaitZero(ctx, func() int {
+		busy := 0
+		for _, c := range g.loggedIn() {
+			if exempt(c.Pool) {
+				continue
+			}
+			s := c.Snapshot()
+			if s.State == queue.ClientWaiting || s.Busy || s.Backlog > 0 {
+				busy++
+			}
+			if s.Backlog > 0 {
+				// gnet has no "drained" event: ask the loop for a fresh
+				// reading of the socket's unsent bytes.
+				c.Responses.Push(queue.Reply{Client: c, Poll: true})
+			}
+		}
+		return busy
+	})
+	if busy > 0 {
+		return fmt.Errorf("%d clients still have a request in flight or replies not yet sent", busy)
+	}
+	return nil
+}
+
+// Resume ends a SUSPEND: every dispatcher goes on with the clients and
+// logins it held. It reports whether there was one.
+func (g *Group) Resume() bool {
+	if g.suspended.Swap(nil) == nil {
+		return false
+	}
+	g.dmu.Lock()
+	defer g.dmu.Unlock()
+	for _, d := range g.dispatchers {
+		if d.loop.Load() != nil {
+			d.run(d.releaseHeld)
+		}
+	}
+	return true
+}
+
+// Suspended reports whether a SUSPEND is in force.
+func (g *Group) Suspended() bool { return g.suspended.Load() != nil }
+
+// holds reports whether SUSPEND holds the clients of pool.
+func (g *Group) holds(pool *queue.Pool) bool {
+	s := g.suspended.Load()
+	return s != nil && !s.exempt(pool)
+}
+
+// loggedIn lists the clients that finished their login.
+func (g *Group) loggedIn() []*queue.Client {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]*queue.Client, 0, len(g.byPID))
+	for _, cc := range g.byPID {
+		if cc.client != nil {
+			out = append(out, cc.client)
+		}
+	}
+	return out
 }
 
 func (g *Group) allIdle() bool {

@@ -380,6 +380,17 @@ func (cc *clientConn) authenticated() gnet.Action {
 		pool.Backend.Passthrough(pt)
 	}
 	cc.phase = phasePreparing
+	if cc.d.g.holds(pool) {
+		cc.d.held[cc] = struct{}{} // SUSPEND: the login goes on at RESUME
+		return gnet.None
+	}
+	return cc.prepare()
+}
+
+// prepare asks the client's pool to be ready for it, then finishes the
+// login (ready).
+func (cc *clientConn) prepare() gnet.Action {
+	pool := cc.login.pool
 	// Prepare answers at once when the pool already knows its server's
 	// parameters; otherwise the answer comes from another goroutine.
 	return cc.await(func(answer func(then func() gnet.Action)) {

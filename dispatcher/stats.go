@@ -68,11 +68,13 @@ type Snapshot struct {
 	Clients     []ClientInfo // by client ID
 	// Logins counts connections still in startup or authentication.
 	Logins int
+	// Suspended: a SUSPEND is in force.
+	Suspended bool
 }
 
 // Snapshot reads the dispatchers' counters and lists the clients.
 func (g *Group) Snapshot() Snapshot {
-	var out Snapshot
+	out := Snapshot{Suspended: g.Suspended()}
 	g.dmu.Lock()
 	dispatchers := slices.Clone(g.dispatchers)
 	g.dmu.Unlock()
@@ -82,7 +84,7 @@ func (g *Group) Snapshot() Snapshot {
 		busy := time.Duration(s.busy.Load())
 		accepted := s.accepted.Load()
 		out.Dispatchers = append(out.Dispatchers, DispatcherSnapshot{
-			ID: d.id, Addresses: s.addrs, Accepting: !g.shuttingDown.Load() && !d.retiring.Load(),
+			ID: d.id, Addresses: s.addrs, Accepting: !g.shuttingDown.Load() && !g.refusing.Load() && !d.retiring.Load(),
 			Accepted: accepted, Open: s.open(),
 			Messages: s.messages.Load(), Received: s.received.Load(), Sent: s.written.Load(),
 			Busy: busy, Idle: max(age-busy, 0), Responses: d.responses.Stats(),

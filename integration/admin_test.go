@@ -119,7 +119,7 @@ var pgbouncerColumns = map[string][]string{
 		"pool_mode", "max_connections", "current_connections", "paused", "disabled"},
 	"POOLS": {"database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active",
 		"sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode"},
-	"CLIENTS": socketColumns,
+	"CLIENTS": append(slices.Clone(socketColumns), "id"),
 	"SERVERS": socketColumns,
 	"STATS": {"database", "total_xact_count", "total_query_count", "total_received", "total_sent", "total_xact_time",
 		"total_query_time", "total_wait_time", "avg_xact_count", "avg_query_count", "avg_recv", "avg_sent", "avg_xact_time",
@@ -382,7 +382,9 @@ func TestAdminAccess(t *testing.T) {
 		{adminUser, adminPass, "reload", "F0000"}, // started without a config file
 		{adminUser, adminPass, "SET shared_servers = many", "22023"},
 		{adminUser, adminPass, "SET listen = '127.0.0.1:1'", "22023"},
-		{adminUser, adminPass, "SUSPEND", "0A000"},
+		{adminUser, adminPass, "SHUTDOWN", "0A000"}, // no shutdown hook in-process
+		{adminUser, adminPass, "KILL_CLIENT 999999", "42704"},
+		{adminUser, adminPass, "KILL pgmts", "55000"},
 		{adminUser, adminPass, "SELECT 1", "42601"},
 		{adminUser, adminPass, "SHOW NOTHING", "42601"},
 		{adminUser, adminPass, "SHOW POOLS extra", "42601"},

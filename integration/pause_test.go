@@ -82,11 +82,7 @@ func TestAdminControl(t *testing.T) {
 	if r := cfg.where("key", "max_shared_servers"); len(r) != 1 || r[0]["value"] != "3" {
 		t.Fatalf("SHOW CONFIG after SET max_shared_servers = 3: %v", r)
 	}
-	script := filepath.Join(t.TempDir(), "sleep.sql")
-	if err := os.WriteFile(script, []byte("SELECT pg_sleep(0.02);\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pgbenchOK(t, <-pgbenchAsync(t, p.port, "-f", script, "-c", "8", "-j", "2", "-T", "2"))
+	pgbenchOK(t, <-pgbenchAsync(t, p.port, "-f", sleepScript(t, "0.02"), "-c", "8", "-j", "2", "-T", "2"))
 	if n := len(show(t, p, "SERVERS").rows); n != 3 {
 		t.Fatalf("%d servers after a burst with max_shared_servers = 3, want 3", n)
 	}
@@ -141,10 +137,7 @@ func TestPauseTimesOutOnBusyServer(t *testing.T) {
 // max_shared_servers while requests wait, never past max_db_connections,
 // and shrinks back after server_idle_timeout.
 func TestAutoscaling(t *testing.T) {
-	script := filepath.Join(t.TempDir(), "sleep.sql")
-	if err := os.WriteFile(script, []byte("SELECT pg_sleep(0.01);\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	script := sleepScript(t, "0.01")
 	for _, tc := range []struct {
 		name        string
 		maxDB, want int // want: the most backends seen
@@ -158,29 +151,50 @@ func TestAutoscaling(t *testing.T) {
 			})
 			checkAlive(t, p)
 			waitBackends(t, p, 2)
-			var peak atomic.Int64
-			stop := make(chan struct{})
-			go func() {
-				for {
-					if n := int64(p.pools.BackendCount()); n > peak.Load() {
-						peak.Store(n)
-					}
-					select {
-					case <-stop:
-						return
-					case <-time.After(5 * time.Millisecond):
-					}
-				}
-			}()
-			out := <-pgbenchAsync(t, p.port, "-f", script, "-c", "16", "-j", "2", "-T", "3")
-			close(stop)
+			out, got := burstPeak(t, p, p.pools.BackendCount, "-f", script, "-c", "16", "-j", "2", "-T", "3")
 			pgbenchOK(t, out)
-			if got := peak.Load(); got != int64(tc.want) {
+			if got != tc.want {
 				t.Errorf("at most %d backends during the burst, want %d", got, tc.want)
 			}
 			waitBackends(t, p, 2)
 		})
 	}
+}
+
+// sleepScript writes a pgbench script whose transaction sleeps secs.
+func sleepScript(t *testing.T, secs string) string {
+	t.Helper()
+	script := filepath.Join(t.TempDir(), "sleep.sql")
+	if err := os.WriteFile(script, []byte("SELECT pg_sleep("+secs+");\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return script
+}
+
+// burstPeak runs pgbench through p with args, reading count every 5 ms
+// meanwhile; it returns pgbench's output and the highest count seen.
+func burstPeak(t *testing.T, p *pgmts, count func() int, args ...string) (string, int) {
+	t.Helper()
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if n := int64(count()); n > peak.Load() {
+				peak.Store(n)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	out := <-pgbenchAsync(t, p.port, args...)
+	close(stop)
+	<-sampled
+	return out, int(peak.Load())
 }
 
 // waitBackends waits until p has n backends open.

@@ -1,6 +1,7 @@
 package queue_test
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -500,5 +501,17 @@ func TestPauseResume(t *testing.T) {
 		if c := p.Requests.Take(make(chan *queue.Client, 1), stop); c != want {
 			t.Fatalf("Take after Resume = %v, want client %d", c, want.ID)
 		}
+	}
+}
+
+func TestWaitZero(t *testing.T) {
+	n := 3
+	if left := queue.WaitZero(context.Background(), func() int { n--; return n }); left != 0 || n != 0 {
+		t.Errorf("WaitZero counting down: %d left, count %d", left, n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if left := queue.WaitZero(ctx, func() int { return 2 }); left != 2 {
+		t.Errorf("WaitZero past its deadline: %d left, want 2", left)
 	}
 }

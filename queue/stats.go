@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 )
@@ -26,6 +27,25 @@ func (s *clientStats) wrote(bytes int) { AddOwned(&s.sent, int64(bytes)) }
 // only read it): a plain load and store, no locked instruction on the
 // hot path.
 func AddOwned(v *atomic.Int64, n int64) { v.Store(v.Load() + n) }
+
+// WaitZero calls left every 10 ms until it returns 0, or ctx ends: then it
+// returns the last count (the admin console's waiting commands: PAUSE,
+// SUSPEND, WAIT_CLOSE).
+func WaitZero(ctx context.Context, left func() int) int {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := left()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return n
+		case <-t.C:
+		}
+	}
+}
 
 // epoch anchors Nanotime: time.Since of a monotonic time reads one clock,
 // where time.Now reads two.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 )
 
 // Growth, retirement and the operator's controls (PAUSE, RESUME,
-// RECONNECT) of the pools.
+// RECONNECT, KILL, WAIT_CLOSE) of the pools.
 
 // counter returns the shared counter for key, making it on first use.
 // Callers hold Pools.mu.
@@ -144,22 +145,14 @@ func (p *Pool) retireAll() {
 // the pool stays paused and the error says how many servers are busy.
 func (p *Pool) Pause(ctx context.Context) error {
 	p.hold()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
+	busy := queue.WaitZero(ctx, func() int {
 		p.retireAll()
-		p.mu.Lock()
-		busy := len(p.servers) + p.starting
-		p.mu.Unlock()
-		if busy == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("pool %s: %d servers still hold a client (in a transaction, or bound in session mode)", p.q.Name, busy)
-		case <-t.C:
-		}
+		return p.open()
+	})
+	if busy > 0 {
+		return fmt.Errorf("pool %s: %d servers still hold a client (in a transaction, or bound in session mode)", p.q.Name, busy)
 	}
+	return nil
 }
 
 // hold stops handing out requests and opening servers.
@@ -212,7 +205,7 @@ func (p *Pools) Resume(db string) {
 	}
 	p.mu.Unlock()
 	for _, pool := range p.poolsOf(db) {
-		if !p.isPaused(pool.conf().Database) {
+		if !p.Paused(pool.conf().Database) {
 			pool.Resume()
 		}
 	}
@@ -225,11 +218,76 @@ func (p *Pools) Reconnect(db string) {
 	}
 }
 
-// isPaused reports whether new pools of database db start paused.
-func (p *Pools) isPaused(db string) bool {
+// Paused reports whether database db is paused (PAUSE or KILL, of db or
+// of every database): new pools of db start paused.
+func (p *Pools) Paused(db string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.paused[""] || p.paused[db]
+}
+
+// errKilled closes the servers KILL drops.
+var errKilled = errors.New("KILL from the admin console")
+
+// Kill pauses database db as PAUSE does, but at once: every server of
+// its pools closes now, whatever its client is doing (an open
+// transaction is rolled back), and the requests waiting in its queues
+// are dropped with their clients, which the caller disconnects.
+func (p *Pools) Kill(db string) {
+	p.mu.Lock()
+	p.paused[db] = true
+	p.mu.Unlock()
+	for _, pool := range p.poolsOf(db) {
+		pool.hold()
+		pool.q.Requests.Drain()
+		pool.failAll(errKilled)
+	}
+}
+
+// WaitClose waits until the servers of database db ("" = all) that
+// RECONNECT or RELOAD marked to close are gone: retired servers, and
+// every server of a pool a reload detached. If ctx ends first, the error
+// says how many are left.
+func (p *Pools) WaitClose(ctx context.Context, db string) error {
+	left := queue.WaitZero(ctx, func() int {
+		n := 0
+		p.mu.Lock()
+		draining := slices.Clone(p.draining)
+		p.mu.Unlock()
+		for _, pool := range draining {
+			if db == "" || pool.conf().Database == db {
+				n += pool.open()
+			}
+		}
+		for _, pool := range p.poolsOf(db) {
+			n += pool.closing()
+		}
+		return n
+	})
+	if left > 0 {
+		return fmt.Errorf("%d servers marked to close are still open: their clients hold them (in a transaction, or in session mode)", left)
+	}
+	return nil
+}
+
+// open counts the pool's servers, open or opening.
+func (p *Pool) open() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.servers) + p.starting
+}
+
+// closing counts the pool's retired servers that are still open.
+func (p *Pool) closing() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for s := range p.servers {
+		if s.quitting.Load() {
+			n++
+		}
+	}
+	return n
 }
 
 // poolsOf lists the pools of database db ("" = every pool).
@@ -283,11 +341,34 @@ func (p *Pools) Reload(cfg *config.Config) []string {
 	}
 	for _, pool := range updated {
 		pool.mu.Lock()
+		pool.trim()
 		pool.keepMinimum()
 		pool.mu.Unlock()
 		pool.grow()
 	}
 	return names
+}
+
+// trim retires the servers above a lowered max_shared_servers, idle ones
+// first; a busy one closes once its client lets it go (p.mu held).
+func (p *Pool) trim() {
+	excess := -p.conf().MaxSharedServers
+	for s := range p.servers {
+		if !s.quitting.Load() {
+			excess++
+		}
+	}
+	for _, idleOnly := range []bool{true, false} {
+		for s := range p.servers {
+			if excess <= 0 {
+				return
+			}
+			if !s.quitting.Load() && (!idleOnly || s.idleSince.Load() != 0) {
+				s.retire()
+				excess--
+			}
+		}
+	}
 }
 
 // sameBackend reports whether two pool configurations reach PostgreSQL

@@ -302,13 +302,20 @@ func (p *Pool) remove(s *Server) {
 func (p *Pool) closeAll() {
 	p.mu.Lock()
 	p.closed = true
+	p.mu.Unlock()
+	p.failAll(errors.New("pgmts is shutting down"))
+}
+
+// failAll closes every server now; their clients are told err.
+func (p *Pool) failAll(err error) {
+	p.mu.Lock()
 	servers := make([]*Server, 0, len(p.servers))
 	for s := range p.servers {
 		servers = append(servers, s)
 	}
 	p.mu.Unlock()
 	for _, s := range servers {
-		s.onLoop(func() { s.fail(errors.New("pgmts is shutting down")) })
+		s.onLoop(func() { s.fail(err) })
 	}
 }
 

@@ -107,6 +107,9 @@ type ServerSnapshot struct {
 	Local       net.Addr
 	Remote      net.Addr
 	TLSVersion  string // "" for plaintext
+	// CloseNeeded: RECONNECT, RELOAD or the idle timeout retired it; it
+	// closes once its client lets it go.
+	CloseNeeded bool
 }
 
 // PoolSnapshot is one pool: its queue, servers and counters.
@@ -172,7 +175,7 @@ func (p *Pool) snapshot() PoolSnapshot {
 
 func (s *Server) snapshot(now int64) ServerSnapshot {
 	ss := ServerSnapshot{PID: s.pid, State: ServerIdle, Totals: s.stats.totals(), Born: s.stats.born,
-		Local: s.local, Remote: s.remote, TLSVersion: s.tlsVersion}
+		Local: s.local, Remote: s.remote, TLSVersion: s.tlsVersion, CloseNeeded: s.quitting.Load()}
 	ss.Busy = ss.QueryTime
 	start, ready := s.stats.reqStart.Load(), s.stats.lastReady.Load()
 	if start != 0 {

@@ -78,35 +78,74 @@ func run() int {
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	sig := <-sigs
-	for ; sig == syscall.SIGHUP; sig = <-sigs {
-		// As the console's RELOAD: every change a running pgmts can make,
-		// without touching connected clients.
-		if err := console.Reload(); err != nil {
-			log.Error("SIGHUP: configuration not reloaded, nothing changed; fix the file and send SIGHUP again", "err", err)
+	// The console's SHUTDOWN [WAIT_FOR_CLIENTS] (true: wait for clients).
+	shutdown := make(chan bool, 1)
+	console.OnShutdown(func(waitForClients bool) {
+		select {
+		case shutdown <- waitForClients:
+		default:
 		}
-	}
-	switch sig {
-	case syscall.SIGTERM:
-		timeout := console.Config().Pgmts.ShutdownTimeout
-		log.Info("SIGTERM: no new clients; waiting for running transactions to finish", "shutdown_timeout", timeout)
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		go func() {
-			// A second signal means: now.
-			<-sigs
-			cancel()
-		}()
-		group.Shutdown(ctx)
-		cancel()
-	default:
-		log.Info("SIGINT: fast shutdown")
-		group.Stop()
-	}
+	})
+	waitForStop(group, console, sigs, shutdown, log)
 	if metricsSrv != nil {
 		_ = metricsSrv.Close()
 	}
 	log.Info("pgmts stopped")
 	return 0
+}
+
+// waitForStop serves until a signal or the console's SHUTDOWN says to
+// stop, and stops the dispatchers as asked: SIGINT and SHUTDOWN at once,
+// SIGTERM once running transactions finish, SHUTDOWN WAIT_FOR_CLIENTS
+// once the last client has left. SIGHUP reloads the configuration.
+func waitForStop(group *dispatcher.Group, console *admin.Console, sigs <-chan os.Signal, shutdown <-chan bool, log *slog.Logger) {
+	var lastClient <-chan time.Time // polls the client count during WAIT_FOR_CLIENTS
+	for {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				// As the console's RELOAD: every change a running pgmts can
+				// make, without touching connected clients.
+				if err := console.Reload(); err != nil {
+					log.Error("SIGHUP: configuration not reloaded, nothing changed; fix the file and send SIGHUP again", "err", err)
+				}
+				continue
+			case syscall.SIGTERM:
+				timeout := console.Config().Pgmts.ShutdownTimeout
+				log.Info("SIGTERM: no new clients; waiting for running transactions to finish", "shutdown_timeout", timeout)
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				go func() {
+					// A second signal means: now.
+					<-sigs
+					cancel()
+				}()
+				group.Shutdown(ctx)
+				cancel()
+			default:
+				log.Info("SIGINT: fast shutdown")
+				group.Stop()
+			}
+			return
+		case wait := <-shutdown:
+			if !wait {
+				log.Info("SHUTDOWN: fast shutdown")
+				group.Stop()
+				return
+			}
+			log.Info("SHUTDOWN WAIT_FOR_CLIENTS: no new clients; pgmts exits when the last one leaves", "clients", group.ClientCount())
+			group.StopAccepting()
+			t := time.NewTicker(50 * time.Millisecond)
+			defer t.Stop()
+			lastClient = t.C
+		case <-lastClient:
+			if group.ClientCount() == 0 {
+				log.Info("SHUTDOWN WAIT_FOR_CLIENTS: the last client left")
+				group.Stop()
+				return
+			}
+		}
+	}
 }
 
 func newLogger(cfg *config.Config, level *slog.LevelVar) *slog.Logger {
