@@ -512,6 +512,7 @@ func (s *Server) handle(typ byte, msg []byte, out **[]byte) bool {
 			s.log.Info("backend error while idle", "err", e.Error())
 			return true
 		}
+		s.stats.errored()
 		if e.Severity == "FATAL" || e.Severity == "PANIC" {
 			// The backend is ending the session: pass its own words on and
 			// close the client, whose session ends with it.
