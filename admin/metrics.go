@@ -53,7 +53,8 @@ func (c *Console) ServeMetrics() (*http.Server, error) {
 
 // histogramHelp describes the pools' histograms (sharedserver/stats.go).
 var histogramHelp = map[string]string{
-	sharedserver.QueueWaitHistogram:   "Time requests waited in the pool's request queue for a shared server.",
+	sharedserver.QueueWaitHistogram: "Time requests waited in the pool's request queue for a shared server " +
+		"(a request sent while its client holds a server skips the queue).",
 	sharedserver.QueryHistogram:       "Time from a request written to PostgreSQL to its ReadyForQuery.",
 	sharedserver.TransactionHistogram: "Time from a transaction's first request to the ReadyForQuery that ends it.",
 }
