@@ -315,8 +315,10 @@ func (c *Console) consolePools() []*queue.Pool {
 	return out
 }
 
-func (c *Console) showPools(st *state) []row {
-	active, waiting := map[string]int64{}, map[string]int64{}
+// clientCounts counts each pool's clients, by pool name, as PgBouncer's
+// cl_waiting (a request in the queue) and cl_active (any other).
+func clientCounts(st *state) (active, waiting map[string]int64) {
+	active, waiting = map[string]int64{}, map[string]int64{}
 	for _, cl := range st.clients {
 		if cl.snap.State == queue.ClientWaiting {
 			waiting[cl.snap.Pool.Name]++
@@ -324,6 +326,11 @@ func (c *Console) showPools(st *state) []row {
 			active[cl.snap.Pool.Name]++
 		}
 	}
+	return active, waiting
+}
+
+func (c *Console) showPools(st *state) []row {
+	active, waiting := clientCounts(st)
 	var rows []row
 	for _, p := range st.pools.Pools {
 		var svActive, svIdle int64

@@ -24,6 +24,9 @@ type RequestQueue struct {
 	OnWait func()
 	// paused holds every request in the queue (PAUSE).
 	paused bool
+	// WaitTime, if set, observes every request's wait in seconds (a
+	// Prometheus histogram); set it before the queue is used.
+	WaitTime interface{ Update(seconds float64) }
 
 	totalQueued int64
 	totalWait   time.Duration
@@ -43,6 +46,7 @@ func (q *RequestQueue) enqueue(c *Client, from Loop) {
 	q.mu.Lock()
 	q.totalQueued++
 	if !q.paused && q.handOff(c, from) {
+		q.observe(0)
 		return
 	}
 	q.items = append(q.items, entry{c, time.Now()})
@@ -147,13 +151,21 @@ func (q *RequestQueue) pop() *Client {
 	if q.head == len(q.items) {
 		q.items, q.head = q.items[:0], 0
 	}
-	q.totalWait += time.Since(e.enqueued)
+	wait := time.Since(e.enqueued)
+	q.totalWait += wait
+	q.observe(wait)
 	return e.client
 }
 
 // Requeue puts c back at the head of the queue: a server that was handed
 // it cannot serve it after all.
 func (q *RequestQueue) Requeue(c *Client) { q.pushFront(c) }
+
+func (q *RequestQueue) observe(wait time.Duration) {
+	if q.WaitTime != nil {
+		q.WaitTime.Update(wait.Seconds())
+	}
+}
 
 func (q *RequestQueue) pushFront(c *Client) {
 	q.mu.Lock()
@@ -215,7 +227,9 @@ func (q *RequestQueue) Expire(max time.Duration) []*Client {
 	cut := time.Now().Add(-max)
 	for q.head < len(q.items) && q.items[q.head].enqueued.Before(cut) {
 		out = append(out, q.items[q.head].client)
-		q.totalWait += time.Since(q.items[q.head].enqueued)
+		wait := time.Since(q.items[q.head].enqueued)
+		q.totalWait += wait
+		q.observe(wait)
 		q.items[q.head] = entry{}
 		q.head++
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/pgmts/pgmts/circuits"
 	"github.com/pgmts/pgmts/queue"
 )
@@ -422,7 +424,15 @@ func ids(cs []*queue.Client) []uint64 {
 }
 
 func BenchmarkRequestQueueHandOver(b *testing.B) {
-	p := newPool(circuits.Transaction)
+	b.Run("plain", func(b *testing.B) { benchmarkHandOver(b, newPool(circuits.Transaction)) })
+	b.Run("wait histogram", func(b *testing.B) {
+		p := newPool(circuits.Transaction)
+		p.Requests.WaitTime = metrics.NewSet().NewPrometheusHistogramExt("wait", metrics.ExponentialBuckets(5e-5, 2.5, 17))
+		benchmarkHandOver(b, p)
+	})
+}
+
+func benchmarkHandOver(b *testing.B, p *queue.Pool) {
 	c := newClient(1, p, nil)
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -513,5 +523,44 @@ func TestWaitZero(t *testing.T) {
 	defer cancel()
 	if left := queue.WaitZero(ctx, func() int { return 2 }); left != 2 {
 		t.Errorf("WaitZero past its deadline: %d left, want 2", left)
+	}
+}
+
+// waits records what a RequestQueue's WaitTime observes.
+type waits struct {
+	mu   sync.Mutex
+	seen []float64
+}
+
+func (w *waits) Update(seconds float64) {
+	w.mu.Lock()
+	w.seen = append(w.seen, seconds)
+	w.mu.Unlock()
+}
+
+// TestWaitTime: every request's wait is observed once: zero when a parked
+// server takes it at once, its time in the queue when it waited, and when
+// it expired.
+func TestWaitTime(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	w := &waits{}
+	p.Requests.WaitTime = w
+	stop := make(chan struct{})
+	defer close(stop)
+
+	parked := take(p.Requests, stop)
+	waitParked(t, p.Requests, 1)
+	newClient(1, p, nil).Submit([]byte("q"), nil)
+	recvClient(t, parked)
+	newClient(2, p, nil).Submit([]byte("q"), nil)
+	newClient(3, p, nil).Submit([]byte("q"), nil)
+	p.Requests.Backdate(2*time.Second, time.Hour)
+	p.Requests.Take(make(chan *queue.Client, 1), stop)
+	p.Requests.Expire(time.Minute)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.seen) != 3 || w.seen[0] != 0 || w.seen[1] < 2 || w.seen[1] > 3 || w.seen[2] < 3600 {
+		t.Fatalf("observed waits %v, want [0, ~2, ~3600]", w.seen)
 	}
 }

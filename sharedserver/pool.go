@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgmts/pgmts/auth"
@@ -53,12 +54,15 @@ type Pools struct {
 	// started, live and highWater count backends for SHOW
 	// SHARED_SERVER_MONITOR (stats.go).
 	started, live, highWater atomic.Int64
+	// metrics holds the histograms of the pools in p.pools (stats.go).
+	metrics *metrics.Set
 }
 
 // NewPools starts the pool registry (and its query_wait_timeout sweeper).
 func NewPools(cfg *config.Config, log *slog.Logger) *Pools {
 	p := &Pools{log: log, pools: map[string]*Pool{}, stop: make(chan struct{}), auth: newAuthQueries(),
-		dbConns: map[string]*atomic.Int64{}, userConns: map[string]*atomic.Int64{}, paused: map[string]bool{}}
+		dbConns: map[string]*atomic.Int64{}, userConns: map[string]*atomic.Int64{}, paused: map[string]bool{},
+		metrics: metrics.NewSet()}
 	p.current.Store(cfg)
 	p.wg.Add(1)
 	go p.sweep()
@@ -101,9 +105,10 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 		return nil, err
 	}
 	pool := &Pool{parent: p, log: p.log.With("pool", database+"/"+user), servers: map[*Server]struct{}{},
-		dbConns: counter(p.dbConns, database), userConns: counter(p.userConns, user)}
+		dbConns: counter(p.dbConns, database), userConns: counter(p.userConns, user), hist: p.newHistograms(database, user)}
 	pool.cfg.Store(&pc)
-	pool.q = &queue.Pool{Name: database + "/" + user, Database: database, User: user, Mode: mode, Requests: &queue.RequestQueue{}, Backend: pool}
+	pool.q = &queue.Pool{Name: database + "/" + user, Database: database, User: user, Mode: mode,
+		Requests: &queue.RequestQueue{WaitTime: pool.hist.wait}, Backend: pool}
 	pool.q.Requests.OnWait = pool.grow
 	if p.paused[""] || p.paused[database] {
 		pool.hold()
@@ -208,6 +213,7 @@ type Pool struct {
 	started, terminated int64
 	highWater           int
 	retired             Totals
+	hist                *histograms
 }
 
 func (p *Pool) keepMinimum() {

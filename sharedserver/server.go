@@ -590,6 +590,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 			s.log.Info("backend error while idle", "err", wire.ErrorFields(msg[5:]).Error())
 			return
 		}
+		s.stats.errored()
 		if e := wire.ErrorFields(msg[5:]); e.Severity == "FATAL" || e.Severity == "PANIC" {
 			// The backend is ending the session: pass its own words on and
 			// close the client, whose session ends with it.

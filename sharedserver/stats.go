@@ -1,12 +1,15 @@
 package sharedserver
 
 import (
+	"io"
 	"maps"
 	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/pgmts/pgmts/queue"
 )
@@ -20,10 +23,12 @@ type serverStats struct {
 	requests, received atomic.Int64
 	reqStart           atomic.Int64 // nanotime of the last request written
 
-	queries, xacts, sent atomic.Int64
-	queryTime, xactTime  atomic.Int64 // nanoseconds
-	lastReady            atomic.Int64 // nanotime of the last ReadyForQuery
-	xactStart            int64        // reader only: when the open transaction began
+	queries, xacts, sent, errors atomic.Int64
+	queryTime, xactTime          atomic.Int64 // nanoseconds
+	lastReady                    atomic.Int64 // nanotime of the last ReadyForQuery
+	xactStart                    int64        // reader only: when the open transaction began
+
+	hist *histograms // the pool's, set before the server starts
 }
 
 // request is called by the writer just before it writes a client's bytes.
@@ -43,16 +48,23 @@ func (st *serverStats) ready(status byte) {
 	start := st.reqStart.Load()
 	queue.AddOwned(&st.queries, 1)
 	queue.AddOwned(&st.queryTime, now-start)
+	st.hist.query.Update(seconds(now - start))
 	if st.xactStart == 0 {
 		st.xactStart = start
 	}
 	if status == 'I' {
 		queue.AddOwned(&st.xacts, 1)
 		queue.AddOwned(&st.xactTime, now-st.xactStart)
+		st.hist.xact.Update(seconds(now - st.xactStart))
 		st.xactStart = 0
 	}
 	st.lastReady.Store(now)
 }
+
+// errored is called by the reader for each ErrorResponse relayed to a client.
+func (st *serverStats) errored() { queue.AddOwned(&st.errors, 1) }
+
+func seconds(ns int64) float64 { return float64(ns) / 1e9 }
 
 // Totals are traffic and timing counters, per server or summed per pool.
 type Totals struct {
@@ -61,6 +73,7 @@ type Totals struct {
 	Transactions int64 // ReadyForQuery with status idle
 	Received     int64 // client bytes written to PostgreSQL
 	Sent         int64 // reply bytes handed to clients
+	Errors       int64 // ErrorResponses relayed to clients
 	QueryTime    time.Duration
 	XactTime     time.Duration
 }
@@ -72,6 +85,7 @@ func (t *Totals) Add(o Totals) {
 	t.Transactions += o.Transactions
 	t.Received += o.Received
 	t.Sent += o.Sent
+	t.Errors += o.Errors
 	t.QueryTime += o.QueryTime
 	t.XactTime += o.XactTime
 }
@@ -79,7 +93,7 @@ func (t *Totals) Add(o Totals) {
 func (st *serverStats) totals() Totals {
 	return Totals{
 		Requests: st.requests.Load(), Queries: st.queries.Load(), Transactions: st.xacts.Load(),
-		Received: st.received.Load(), Sent: st.sent.Load(),
+		Received: st.received.Load(), Sent: st.sent.Load(), Errors: st.errors.Load(),
 		QueryTime: time.Duration(st.queryTime.Load()), XactTime: time.Duration(st.xactTime.Load()),
 	}
 }
@@ -195,6 +209,7 @@ func (s *Server) snapshot(now int64) ServerSnapshot {
 // recordStart counts a server that logged in (p.mu held).
 func (p *Pool) recordStart(s *Server) {
 	s.stats.born = time.Now()
+	s.stats.hist = p.hist
 	p.started++
 	p.highWater = max(p.highWater, len(p.servers))
 	p.parent.started.Add(1)
@@ -213,3 +228,54 @@ func (p *Pool) recordEnd(s *Server) {
 	p.parent.live.Add(-1)
 	p.retired.Add(s.stats.totals())
 }
+
+// durationBuckets are the histograms' upper bounds in seconds, from 50µs
+// (a cached query on a local backend) to 10s, about three per decade.
+var durationBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+	0.5, 1, 2.5, 5, 10}
+
+// Histogram names, labelled per pool.
+const (
+	QueueWaitHistogram   = "pgmts_pool_queue_wait_seconds"
+	QueryHistogram       = "pgmts_pool_query_duration_seconds"
+	TransactionHistogram = "pgmts_pool_transaction_duration_seconds"
+)
+
+// histograms are a pool's latency histograms. They live in their Pools'
+// set, which holds every pool's, so that a scrape lists each histogram's
+// series together (the text format wants a family in one block); a pool
+// leaving the registry takes its series out of the set.
+type histograms struct {
+	names             []string
+	wait, query, xact *metrics.PrometheusHistogram
+}
+
+// newHistograms registers a pool's histograms (p.mu held).
+func (p *Pools) newHistograms(database, user string) *histograms {
+	labels := "{" + PoolLabels(database, user) + "}"
+	h := &histograms{names: []string{QueueWaitHistogram + labels, QueryHistogram + labels, TransactionHistogram + labels}}
+	h.wait = p.metrics.NewPrometheusHistogramExt(h.names[0], durationBuckets)
+	h.query = p.metrics.NewPrometheusHistogramExt(h.names[1], durationBuckets)
+	h.xact = p.metrics.NewPrometheusHistogramExt(h.names[2], durationBuckets)
+	return h
+}
+
+// dropHistograms takes a pool's histograms out of the scrape (p.mu held).
+// Its servers may still update them: they just go unreported.
+func (p *Pools) dropHistograms(h *histograms) {
+	for _, name := range h.names {
+		p.metrics.UnregisterMetric(name)
+	}
+}
+
+// WriteHistograms writes the histograms of every pool in the registry in
+// Prometheus text format.
+func (p *Pools) WriteHistograms(w io.Writer) { p.metrics.WritePrometheus(w) }
+
+// PoolLabels are the Prometheus labels of a pool's series, without braces.
+func PoolLabels(database, user string) string {
+	return `database="` + labelValue(database) + `",user="` + labelValue(user) + `"`
+}
+
+// labelValue escapes a Prometheus label value.
+var labelValue = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace

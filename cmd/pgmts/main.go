@@ -3,19 +3,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
-
-	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/pgmts/pgmts/admin"
 	"github.com/pgmts/pgmts/config"
@@ -68,7 +62,7 @@ func run() int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	metricsSrv, err := serveMetrics(cfg, group, pools, log)
+	metricsSrv, err := console.ServeMetrics()
 	if err != nil {
 		log.Error("cannot start the metrics endpoint", "metrics_listen", cfg.Pgmts.MetricsListen, "err", err)
 		group.Stop()
@@ -154,39 +148,6 @@ func newLogger(cfg *config.Config, level *slog.LevelVar) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
-}
-
-// serveMetrics serves /metrics in Prometheus text format.
-func serveMetrics(cfg *config.Config, group *dispatcher.Group, pools *sharedserver.Pools, log *slog.Logger) (*http.Server, error) {
-	if cfg.Pgmts.MetricsListen == "" {
-		return nil, nil
-	}
-	set := metrics.NewSet()
-	set.NewGauge("pgmts_clients", func() float64 { return float64(group.ClientCount()) })
-	set.NewGauge("pgmts_server_connections", func() float64 { return float64(pools.BackendCount()) })
-	ln, err := net.Listen("tcp", cfg.Pgmts.MetricsListen)
-	if err != nil {
-		return nil, err
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		set.WritePrometheus(w)
-		metrics.WriteProcessMetrics(w)
-	})
-	if cfg.Pgmts.DebugPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics endpoint stopped", "err", err)
-		}
-	}()
-	return srv, nil
 }
 
 // checkFileLimit warns when the open-file limit cannot hold max_client_conn
