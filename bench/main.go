@@ -28,6 +28,7 @@ import (
 type options struct {
 	dsn          string
 	pgmtsBin     string
+	pgbouncerBin string
 	out          string
 	scale        int
 	init         bool
@@ -68,6 +69,7 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("pgmtsbench", flag.ContinueOnError)
 	fs.StringVar(&o.dsn, "dsn", "", "reuse this PostgreSQL (keyword/value DSN; its user needs to create tables) instead of a scratch cluster")
 	fs.StringVar(&o.pgmtsBin, "pgmts", "bin/pgmts", "the pgmts binary (make build)")
+	fs.StringVar(&o.pgbouncerBin, "pgbouncer", "", "the PgBouncer binary (default: pgbouncer on PATH or in /usr/sbin; measured without it when there is none)")
 	fs.StringVar(&o.out, "out", "", "results directory (default bench/results/<date-time>)")
 	fs.IntVar(&o.scale, "scale", 10, "pgbench -i scale")
 	fs.BoolVar(&o.init, "init", true, "load pgbench's tables (pgbench -i) first")
@@ -97,8 +99,9 @@ func parseFlags(args []string) (*options, error) {
 		// The preset gives way to flags set explicitly.
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		preset := map[string]string{"scale": "1", "T": "1", "reps": "1", "idle-reps": "1", "clients": "1,10",
-			"protocols": "simple,extended", "scenarios": "select,storm,big,idle", "idle-clients": "50", "big-rows": "2000"}
+		preset := map[string]string{"scale": "1", "T": "2", "reps": "1", "idle-reps": "1", "clients": "10",
+			"scenarios": "select,session,storm,big,idle", "session-clients": "10", "idle-clients": "50",
+			"big-rows": "2000", "cpuprofile": "select/extended/10"}
 		for name, v := range preset {
 			if !set[name] {
 				if err := fs.Set(name, v); err != nil {
@@ -239,8 +242,13 @@ func runBench(ctx context.Context, o *options) (err error) {
 	}
 
 	plan := b.plan()
+	profiled := o.cpuprofile == ""
 	for _, s := range plan {
 		b.total += s.runs
+		profiled = profiled || s.label() == o.cpuprofile && s.Scenario != scBig && s.Scenario != scIdle
+	}
+	if !profiled || o.cpuprofile != "" && b.pgmts == nil {
+		return fmt.Errorf("-cpuprofile %s: no pgbench run of pgmts has that label (e.g. select/simple/50, tpcb/50, storm/10)", o.cpuprofile)
 	}
 	progress("%d runs planned, %d s each for pgbench; results in %s", b.total, o.seconds, b.out)
 	for _, s := range plan {
@@ -304,7 +312,12 @@ func (b *bench) startPoolers() error {
 		progress("pgmts pid %d on port %d", b.pgmts.pid(), b.pgmts.port)
 	}
 	if want(b.o.targets, pgbouncer) {
-		bin := findPgbouncer()
+		bin := b.o.pgbouncerBin
+		if bin == "" {
+			bin = findPgbouncer()
+		} else if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("-pgbouncer: %v", err)
+		}
 		if bin == "" {
 			msg := "PgBouncer is not installed (apt-get install pgbouncer): measuring without it"
 			progress("%s", msg)
@@ -339,6 +352,7 @@ func without(list []string, s string) []string {
 
 // step is one point of the plan: its runs over every repetition and target.
 type step struct {
+	point
 	runs int
 	do   func(context.Context) error
 }
@@ -348,7 +362,7 @@ func (b *bench) plan() []step {
 	var plan []step
 	pgbenchStep := func(p point) {
 		targets := b.pointTargets(p)
-		plan = append(plan, step{runs: o.reps * len(targets), do: func(ctx context.Context) error {
+		plan = append(plan, step{point: p, runs: o.reps * len(targets), do: func(ctx context.Context) error {
 			return b.pgbenchPoint(ctx, p, targets)
 		}})
 	}
@@ -371,11 +385,11 @@ func (b *bench) plan() []step {
 			pgbenchStep(point{Scenario: scStorm, Clients: o.stormClients})
 		case scBig:
 			p := point{Scenario: scBig, Clients: o.bigRows}
-			plan = append(plan, step{runs: o.reps * len(o.targets), do: func(ctx context.Context) error { return b.bigPoint(ctx, p) }})
+			plan = append(plan, step{point: p, runs: o.reps * len(o.targets), do: func(ctx context.Context) error { return b.bigPoint(ctx, p) }})
 		case scIdle:
 			p := point{Scenario: scIdle, Clients: o.idleClients}
 			pooled := without(o.targets, direct)
-			plan = append(plan, step{runs: o.idleReps * len(pooled), do: func(ctx context.Context) error { return b.idlePoint(ctx, p, pooled) }})
+			plan = append(plan, step{point: p, runs: o.idleReps * len(pooled), do: func(ctx context.Context) error { return b.idlePoint(ctx, p, pooled) }})
 		}
 	}
 	return plan
@@ -496,6 +510,7 @@ func (b *bench) pgbenchRun(ctx context.Context, r *run) error {
 	}
 	if err := profile(); err != nil {
 		progress("cpuprofile: %v", err)
+		b.problems = append(b.problems, "cpuprofile: "+err.Error())
 	}
 	if proc != nil {
 		r.PeakRSS = sampler.finish()
@@ -647,7 +662,10 @@ func (b *bench) record(r run) {
 	case scIdle:
 		fig = fmt.Sprintf("%d connected, %.3f KiB per client", r.Connected, r.RSSPerClientKiB)
 	case scBig:
-		fig = fmt.Sprintf("%.1f MB/s, pooler RSS +%.1f MiB", r.MBps, float64(r.RSSGrowthKiB)/1024)
+		fig = fmt.Sprintf("%.1f MB/s", r.MBps)
+		if r.Target != direct {
+			fig += fmt.Sprintf(", pooler RSS +%.1f MiB", float64(r.RSSGrowthKiB)/1024)
+		}
 	default:
 		unit := "tps"
 		if r.Scenario == scStorm {
@@ -710,8 +728,8 @@ func (b *bench) machine(ctx context.Context) machine {
 		PgBouncer:  "PgBouncer not measured",
 		Pgmts:      "not measured",
 	}
-	if bin := findPgbouncer(); bin != "" && b.bouncer != nil {
-		m.PgBouncer = commandLine(ctx, bin, "--version")
+	if b.bouncer != nil {
+		m.PgBouncer = commandLine(ctx, b.bouncer.cmd.Path, "--version")
 	}
 	if b.pgmts != nil {
 		m.Pgmts = strings.TrimPrefix(commandLine(ctx, o.pgmtsBin, "--version"), "pgmts ")

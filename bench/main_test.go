@@ -7,12 +7,16 @@ import (
 )
 
 func TestParseFlags(t *testing.T) {
-	o, err := parseFlags([]string{"-smoke", "-T", "2", "-targets", "pgmts,direct"})
+	o, err := parseFlags([]string{"-smoke", "-T", "3", "-targets", "pgmts,direct"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The smoke preset, except where a flag was given.
-	if o.seconds != 2 || o.reps != 1 || o.scale != 1 || !reflect.DeepEqual(o.clients, []int{1, 10}) ||
+	o2, err := parseFlags([]string{"-smoke"})
+	if err != nil || o2.seconds != 2 {
+		t.Fatalf("smoke: -T %d, %v", o2.seconds, err)
+	}
+	if o.seconds != 3 || o.reps != 1 || o.scale != 1 || !reflect.DeepEqual(o.clients, []int{10}) ||
 		!reflect.DeepEqual(o.targets, []string{"pgmts", "direct"}) || o.idleClients != 50 {
 		t.Fatalf("smoke options %+v", o)
 	}

@@ -502,3 +502,48 @@ func TestPauseResume(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRequestQueueManyClients: clients on every core each submit a
+// request and wait for it to be served, over four shared servers.
+func BenchmarkRequestQueueManyClients(b *testing.B) {
+	p := newPool(circuits.Transaction)
+	stop := make(chan struct{})
+	var served sync.Map // *queue.Client → chan struct{}
+	var servers sync.WaitGroup
+	for range 4 {
+		srv := new(int)
+		servers.Go(func() {
+			inbox := make(chan *queue.Client, 1)
+			var spare []byte
+			for {
+				cl := p.Requests.Take(inbox, stop)
+				if cl == nil {
+					return
+				}
+				cl.Begin(srv)
+				data, _, _ := cl.Take(srv, spare)
+				spare = data[:0]
+				if released := cl.Ready(srv, 'I'); !released {
+					panic("not released")
+				}
+				done, _ := served.Load(cl)
+				done.(chan struct{}) <- struct{}{}
+			}
+		})
+	}
+	var ids atomic.Uint64
+	msg := []byte{'Q', 0, 0, 0, 13, 's', 'e', 'l', 'e', 'c', 't', ' ', '1', 0}
+	types := []byte{'Q'}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		c := newClient(ids.Add(1), p, nil)
+		done := make(chan struct{}, 1)
+		served.Store(c, done)
+		for pb.Next() {
+			c.Submit(msg, types)
+			<-done
+		}
+	})
+	close(stop)
+	servers.Wait()
+}
