@@ -420,34 +420,40 @@ func ids(cs []*queue.Client) []uint64 {
 	return out
 }
 
+// benchServer is a shared server without a backend: it takes each
+// request, answers it at once and calls served with its client.
+func benchServer(p *queue.Pool, stop <-chan struct{}, served func(*queue.Client)) {
+	srv := new(int)
+	inbox := make(chan *queue.Client, 1)
+	var spare []byte
+	for {
+		cl := p.Requests.Take(inbox, stop)
+		if cl == nil {
+			return
+		}
+		cl.Begin(srv)
+		data, _, _ := cl.Take(srv, spare)
+		spare = data[:0]
+		if released := cl.Ready(srv, 'I'); !released {
+			panic("not released")
+		}
+		served(cl)
+	}
+}
+
+// benchQuery is a simple-protocol "select 1".
+var benchQuery = []byte{'Q', 0, 0, 0, 13, 's', 'e', 'l', 'e', 'c', 't', ' ', '1', 0}
+
 func BenchmarkRequestQueueHandOver(b *testing.B) {
 	p := newPool(circuits.Transaction)
 	c := newClient(1, p, nil)
 	stop := make(chan struct{})
 	done := make(chan struct{})
-	srv := new(int)
-	go func() {
-		inbox := make(chan *queue.Client, 1)
-		var spare []byte
-		for {
-			cl := p.Requests.Take(inbox, stop)
-			if cl == nil {
-				return
-			}
-			cl.Begin(srv)
-			data, _, _ := cl.Take(srv, spare)
-			spare = data[:0]
-			if released := cl.Ready(srv, 'I'); !released {
-				panic("not released")
-			}
-			done <- struct{}{}
-		}
-	}()
-	msg := []byte{'Q', 0, 0, 0, 13, 's', 'e', 'l', 'e', 'c', 't', ' ', '1', 0}
+	go benchServer(p, stop, func(*queue.Client) { done <- struct{}{} })
 	types := []byte{'Q'}
 	b.ReportAllocs()
 	for b.Loop() {
-		c.Submit(msg, types)
+		c.Submit(benchQuery, types)
 		<-done
 	}
 	close(stop)
@@ -511,28 +517,14 @@ func BenchmarkRequestQueueManyClients(b *testing.B) {
 	var served sync.Map // *queue.Client → chan struct{}
 	var servers sync.WaitGroup
 	for range 4 {
-		srv := new(int)
 		servers.Go(func() {
-			inbox := make(chan *queue.Client, 1)
-			var spare []byte
-			for {
-				cl := p.Requests.Take(inbox, stop)
-				if cl == nil {
-					return
-				}
-				cl.Begin(srv)
-				data, _, _ := cl.Take(srv, spare)
-				spare = data[:0]
-				if released := cl.Ready(srv, 'I'); !released {
-					panic("not released")
-				}
-				done, _ := served.Load(cl)
+			benchServer(p, stop, func(c *queue.Client) {
+				done, _ := served.Load(c)
 				done.(chan struct{}) <- struct{}{}
-			}
+			})
 		})
 	}
 	var ids atomic.Uint64
-	msg := []byte{'Q', 0, 0, 0, 13, 's', 'e', 'l', 'e', 'c', 't', ' ', '1', 0}
 	types := []byte{'Q'}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -540,7 +532,7 @@ func BenchmarkRequestQueueManyClients(b *testing.B) {
 		done := make(chan struct{}, 1)
 		served.Store(c, done)
 		for pb.Next() {
-			c.Submit(msg, types)
+			c.Submit(benchQuery, types)
 			<-done
 		}
 	})
