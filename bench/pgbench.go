@@ -19,6 +19,7 @@ import (
 // per-transaction log it wrote.
 type pgbenchResult struct {
 	TPS       float64 // pgbench's own figure, without initial connection time
+	ConnectMs float64 // pgbench's initial connection time: its clients' logins
 	Processed int64   // transactions processed
 	Failed    int64   // failed transactions (pgbench's summary or the log, the larger)
 	Aborted   int     // clients pgbench aborted (connection lost, unexpected error)
@@ -30,6 +31,7 @@ var (
 	tpsLine       = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
 	processedLine = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)`)
 	failedLine    = regexp.MustCompile(`(?m)^number of failed transactions: (\d+)`)
+	connectLine   = regexp.MustCompile(`(?m)^initial connection time = ([0-9.]+) ms`)
 	abortedLine   = regexp.MustCompile(`client \d+ aborted`)
 )
 
@@ -38,13 +40,20 @@ var (
 // is an error.
 func parsePgbenchOutput(out string) (pgbenchResult, error) {
 	var r pgbenchResult
+	if m := processedLine.FindStringSubmatch(out); m != nil {
+		r.Processed, _ = strconv.ParseInt(m[1], 10, 64)
+	}
 	m := tpsLine.FindStringSubmatch(out)
+	if m == nil && processedLine.MatchString(out) && r.Processed == 0 {
+		// pgbench counts its logins in -T; they took it all.
+		return r, errors.New("no transaction completed: the clients' logins took the whole run (raise -T)")
+	}
 	if m == nil {
 		return r, errors.New("no tps line in pgbench's output")
 	}
 	r.TPS, _ = strconv.ParseFloat(m[1], 64)
-	if m := processedLine.FindStringSubmatch(out); m != nil {
-		r.Processed, _ = strconv.ParseInt(m[1], 10, 64)
+	if m := connectLine.FindStringSubmatch(out); m != nil {
+		r.ConnectMs, _ = strconv.ParseFloat(m[1], 64)
 	}
 	if m := failedLine.FindStringSubmatch(out); m != nil {
 		r.Failed, _ = strconv.ParseInt(m[1], 10, 64)

@@ -28,7 +28,7 @@ func TestParsePgbenchOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.TPS != 29121.449018 || r.Processed != 116402 || r.Failed != 3 || r.Aborted != 0 {
+	if r.TPS != 29121.449018 || r.Processed != 116402 || r.Failed != 3 || r.Aborted != 0 || r.ConnectMs != 61.32 {
 		t.Fatalf("parsed %+v", r)
 	}
 	aborted := "pgbench: error: client 3 aborted in command 1 (SQL) of script 0; perhaps the backend died while processing\n" +
@@ -39,6 +39,11 @@ func TestParsePgbenchOutput(t *testing.T) {
 	}
 	if _, err := parsePgbenchOutput("pgbench: error: connection to server failed\n"); err == nil {
 		t.Fatal("no tps line: want an error")
+	}
+	// PostgreSQL 15's pgbench when -T ends before any transaction.
+	zero := "duration: 2 s\nnumber of transactions actually processed: 0\nnumber of failed transactions: 0 (NaN%)\n"
+	if _, err := parsePgbenchOutput(zero); err == nil || !strings.Contains(err.Error(), "logins took the whole run") {
+		t.Fatalf("no transaction: %v", err)
 	}
 }
 

@@ -53,6 +53,7 @@ type run struct {
 
 	// pgbench scenarios
 	TPS       float64 // storm: connections per second
+	ConnectMs float64 // pgbench's initial connection time
 	Txns      int64
 	AvgMs     float64
 	P99Ms     float64
@@ -71,7 +72,7 @@ type run struct {
 }
 
 var csvHeader = []string{"scenario", "protocol", "clients", "target", "rep",
-	"tps", "transactions", "avg_latency_ms", "p99_latency_ms", "failed", "aborted_clients",
+	"tps", "connect_ms", "transactions", "avg_latency_ms", "p99_latency_ms", "failed", "aborted_clients",
 	"pooler_cpu_us_per_txn", "pooler_peak_rss_kib",
 	"idle_connected", "idle_rss_per_client_kib", "big_mb_per_s", "big_rss_growth_kib", "error"}
 
@@ -96,7 +97,7 @@ func (r run) csvFields() []string {
 		return i(v)
 	}
 	return []string{r.Scenario, r.Protocol, strconv.Itoa(r.Clients), r.Target, strconv.Itoa(r.Rep),
-		f(r.TPS, 1), i(r.Txns), f(r.AvgMs, 3), f(r.P99Ms, 3), counts(r.Failed), counts(int64(r.Aborted)),
+		f(r.TPS, 1), f(r.ConnectMs, 1), i(r.Txns), f(r.AvgMs, 3), f(r.P99Ms, 3), counts(r.Failed), counts(int64(r.Aborted)),
 		f(r.CPUPerTxn, 2), i(r.PeakRSS),
 		i(int64(r.Connected)), f(r.RSSPerClientKiB, 3), f(r.MBps, 1), i(r.RSSGrowthKiB), r.Err}
 }
@@ -291,7 +292,7 @@ func writeMarkdown(w io.Writer, s *summary, m machine, chart string) error {
 	for _, p := range s.points {
 		switch p.Scenario {
 		case scIdle:
-			fmt.Fprintf(&b, "## %d idle SCRAM clients\n\n", p.Clients)
+			fmt.Fprintf(&b, "## %s idle SCRAM clients\n\n", num(float64(p.Clients), 0))
 			b.WriteString("RSS per client = (RSS with every client idle − RSS before) / clients connected, on a freshly started pooler.\n\n")
 			b.WriteString("| target | connected | KiB per client | errors |\n|---|---|---|---|\n")
 			for _, t := range []string{pgmtsT, pgbouncer} {
@@ -304,11 +305,15 @@ func writeMarkdown(w io.Writer, s *summary, m machine, chart string) error {
 			}
 			b.WriteString("\n")
 		case scBig:
-			fmt.Fprintf(&b, "## One large result (%d rows of 1,000 bytes)\n\n", p.Clients)
+			fmt.Fprintf(&b, "## One large result (%s rows of 1,000 bytes)\n\n", num(float64(p.Clients), 0))
 			b.WriteString("| target | MB/s | pooler RSS growth, MiB | errors |\n|---|---|---|---|\n")
 			for _, t := range []string{direct, pgmtsT, pgbouncer} {
 				if c := s.get(p, t); c != nil {
-					fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t, num(c.med(fMBps), 1), num(c.med(fGrowth)/1024, 1), firstErr(c))
+					growth := num(c.med(fGrowth)/1024, 1)
+					if t == direct {
+						growth = "—"
+					}
+					fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t, num(c.med(fMBps), 1), growth, firstErr(c))
 				}
 			}
 			b.WriteString("\n")
@@ -340,7 +345,7 @@ func failures(c *cell) string {
 	txns, aborted, errs := c.failed()
 	s := strconv.FormatInt(txns+int64(aborted), 10)
 	if errs > 0 {
-		s += fmt.Sprintf(" (%d runs failed)", errs)
+		s += fmt.Sprintf(" (runs that failed: %d)", errs)
 	}
 	return s
 }

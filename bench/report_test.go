@@ -149,9 +149,11 @@ func TestMarkdown(t *testing.T) {
 		// medians: direct (40000+42000)/2, pgmts 31000, PgBouncer its one good run
 		"| select | 50 | simple | 41,000 | 31,000 | 28,000 | 1.11 | 0.76 | 13.0 | 16.0 | 0.81 |",
 		"| select | 1000 | simple | — | 20,000 | — | — | — | 20.0 | — | — |",
-		"| select | 50 | simple | 1.150 / 3.000 | 1.550 / 4.000 | 1.700 / 5.000 | 0 / 0 / 2 (1 runs failed) | 20.0 / 8.0 |",
+		"| select | 50 | simple | 1.150 / 3.000 | 1.550 / 4.000 | 1.700 / 5.000 | 0 / 0 / 2 (runs that failed: 1) | 20.0 / 8.0 |",
 		"| storm | 10 | simple | — | 900 | 750 | 1.20 |",
 		"| pgmts | 400.0 | 4.0 |  |",
+		"| direct | 500.0 | — |  |",
+		"## One large result (1,000 rows of 1,000 bytes)",
 		"| pgbouncer | 100 | 0.800 |  |",
 		"pgmts/PgBouncer: 0.62",
 		"| select/simple/50 tps ≥ PgBouncer | 31,000 | 28,000 | yes |",
