@@ -391,7 +391,7 @@ func writeTargets(b *strings.Builder, s *summary) {
 		case p.Scenario == scSelect && p.Clients == 1000:
 			gt, ga, ge := g.failed()
 			checks = append(checks,
-				check{p.label() + " failed transactions + aborted clients = 0", float64(gt + int64(ga) + int64(ge)), 0, "lower", 0},
+				check{p.label() + " failed transactions, aborted clients, failed runs = 0", float64(gt + int64(ga) + int64(ge)), 0, "lower", 0},
 				check{p.label() + " tps ≥ PgBouncer", g.med(fTPS), x.med(fTPS), "higher", 0})
 		case p.Scenario == scIdle:
 			checks = append(checks,
