@@ -7,7 +7,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 FUZZTIME ?= 10s
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build run test lint fuzz bench staticcheck
+.PHONY: build run test lint fuzz bench bench-smoke bench-micro staticcheck
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/pgmts
@@ -24,6 +24,7 @@ run: build
 test: lint
 	$(GO) test -race -count=1 -timeout 25m ./...
 	$(MAKE) fuzz
+	$(MAKE) bench-smoke
 
 lint: staticcheck
 	@out=$$(gofmt -l .); \
@@ -42,7 +43,19 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzFraming$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./wire/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./hba/
 
-# Micro-benchmarks of the hot path, then pgbench through pgmts and directly.
+# The side-by-side harness (bench/, README "Benchmarks"): direct
+# PostgreSQL, pgmts and PgBouncer interleaved, results under bench/results/.
+# BENCHFLAGS passes flags, e.g. BENCHFLAGS="-T 15 -scenarios select".
 bench: build
+	$(GO) build -o bin/pgmtsbench ./bench
+	bin/pgmtsbench $(BENCHFLAGS)
+
+# Under a minute: does the harness still work? Never fails on timings.
+bench-smoke: build
+	$(GO) build -o bin/pgmtsbench ./bench
+	bin/pgmtsbench -smoke
+
+# Go benchmarks of framing and the request and response queues, with
+# allocation counts.
+bench-micro:
 	$(GO) test -run='^$$' -bench=. -benchmem ./wire/ ./queue/
-	bench/pgbench.sh

@@ -120,7 +120,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cred, err := credential()
+	cred, err := Credential()
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 	if err := c.chown(c.SocketDir); err != nil {
 		return nil, err
 	}
-	if c.Port, err = freePort(); err != nil {
+	if c.Port, err = FreePort(); err != nil {
 		return nil, err
 	}
 	if err := c.writeConfig(opts); err != nil {
@@ -378,9 +378,10 @@ func (c *Cluster) logTail() string {
 	return string(b)
 }
 
-// credential returns the postgres OS user's credential when running as root,
-// nil otherwise.
-func credential() (*syscall.Credential, error) {
+// Credential returns the postgres OS user's credential when running as
+// root, nil otherwise: PostgreSQL's tools (and PgBouncer) refuse to run as
+// root.
+func Credential() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
@@ -408,7 +409,8 @@ func tempParent() string {
 	return ""
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

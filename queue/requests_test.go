@@ -423,6 +423,30 @@ func ids(cs []*queue.Client) []uint64 {
 	return out
 }
 
+// benchServer is a shared server without a backend: it takes each
+// request, answers it at once and calls served with its client.
+func benchServer(p *queue.Pool, stop <-chan struct{}, served func(*queue.Client)) {
+	srv := new(int)
+	inbox := make(chan *queue.Client, 1)
+	var spare []byte
+	for {
+		cl := p.Requests.Take(inbox, stop)
+		if cl == nil {
+			return
+		}
+		cl.Begin(srv)
+		data, _, _ := cl.Take(srv, spare)
+		spare = data[:0]
+		if released := cl.Ready(srv, 'I'); !released {
+			panic("not released")
+		}
+		served(cl)
+	}
+}
+
+// benchQuery is a simple-protocol "select 1".
+var benchQuery = []byte{'Q', 0, 0, 0, 13, 's', 'e', 'l', 'e', 'c', 't', ' ', '1', 0}
+
 func BenchmarkRequestQueueHandOver(b *testing.B) {
 	b.Run("plain", func(b *testing.B) { benchmarkHandOver(b, newPool(circuits.Transaction)) })
 	b.Run("wait histogram", func(b *testing.B) {
@@ -436,29 +460,11 @@ func benchmarkHandOver(b *testing.B, p *queue.Pool) {
 	c := newClient(1, p, nil)
 	stop := make(chan struct{})
 	done := make(chan struct{})
-	srv := new(int)
-	go func() {
-		inbox := make(chan *queue.Client, 1)
-		var spare []byte
-		for {
-			cl := p.Requests.Take(inbox, stop)
-			if cl == nil {
-				return
-			}
-			cl.Begin(srv)
-			data, _, _ := cl.Take(srv, spare)
-			spare = data[:0]
-			if released := cl.Ready(srv, 'I'); !released {
-				panic("not released")
-			}
-			done <- struct{}{}
-		}
-	}()
-	msg := []byte{'Q', 0, 0, 0, 13, 's', 'e', 'l', 'e', 'c', 't', ' ', '1', 0}
+	go benchServer(p, stop, func(*queue.Client) { done <- struct{}{} })
 	types := []byte{'Q'}
 	b.ReportAllocs()
 	for b.Loop() {
-		c.Submit(msg, types)
+		c.Submit(benchQuery, types)
 		<-done
 	}
 	close(stop)
@@ -563,4 +569,33 @@ func TestWaitTime(t *testing.T) {
 	if len(w.seen) != 3 || w.seen[0] != 0 || w.seen[1] < 2 || w.seen[1] > 3 || w.seen[2] < 3600 {
 		t.Fatalf("observed waits %v, want [0, ~2, ~3600]", w.seen)
 	}
+// BenchmarkRequestQueueManyClients: clients on every core each submit a
+// request and wait for it to be served, over four shared servers.
+func BenchmarkRequestQueueManyClients(b *testing.B) {
+	p := newPool(circuits.Transaction)
+	stop := make(chan struct{})
+	var served sync.Map // *queue.Client → chan struct{}
+	var servers sync.WaitGroup
+	for range 4 {
+		servers.Go(func() {
+			benchServer(p, stop, func(c *queue.Client) {
+				done, _ := served.Load(c)
+				done.(chan struct{}) <- struct{}{}
+			})
+		})
+	}
+	var ids atomic.Uint64
+	types := []byte{'Q'}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		c := newClient(ids.Add(1), p, nil)
+		done := make(chan struct{}, 1)
+		served.Store(c, done)
+		for pb.Next() {
+			c.Submit(benchQuery, types)
+			<-done
+		}
+	})
+	close(stop)
+	servers.Wait()
 }

@@ -299,3 +299,42 @@ func BenchmarkResponseQueuePushDrainBatch16(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkResponseQueueManyProducers: shared servers on every core push
+// into one dispatcher's queue while its loop drains on each wake-up.
+func BenchmarkResponseQueueManyProducers(b *testing.B) {
+	woken := make(chan struct{}, 1)
+	q := queue.NewResponseQueue(func() {
+		select {
+		case woken <- struct{}{}:
+		default:
+		}
+	})
+	stop := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			select {
+			case <-woken:
+			case <-stop:
+				return
+			}
+			items := q.Drain()
+			for i := range items {
+				items[i].Done()
+			}
+		}
+	}()
+	var ids atomic.Uint64
+	data := make([]byte, 128)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		c := newClient(ids.Add(1), newPool(circuits.Transaction), q)
+		for pb.Next() {
+			q.Push(queue.Reply{Client: c, Data: data})
+		}
+	})
+	close(stop)
+	<-drained
+}

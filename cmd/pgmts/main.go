@@ -160,9 +160,17 @@ func checkFileLimit(cfg *config.Config, log *slog.Logger) {
 	}
 	need := fileBudget(cfg)
 	if lim.Cur < need {
-		log.Warn("the open-file limit is too low for max_client_conn; raise it (ulimit -n, or LimitNOFILE= in a systemd unit) or lower max_client_conn",
+		log.Warn(fileLimitWarning(lim.Cur, need, cfg.Pgmts.MaxClientConn),
 			"limit", lim.Cur, "needed", need, "max_client_conn", cfg.Pgmts.MaxClientConn)
 	}
+}
+
+// fileLimitWarning names the limit to set and where, so the operator can
+// paste it.
+func fileLimitWarning(limit, need uint64, maxClients int) string {
+	return fmt.Sprintf("open-file limit %d is below the %d descriptors max_client_conn = %d needs with the pools' backends: "+
+		"clients past the limit will fail to connect. Raise it to at least %d (ulimit -n %d in the shell that starts pgmts, "+
+		"LimitNOFILE=%d in its systemd unit) or lower max_client_conn", limit, need, maxClients, need, need, need)
 }
 
 // fileBudget is the descriptors pgmts may need: one per client, one per

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/pgmts/pgmts/config"
@@ -21,5 +22,14 @@ max_shared_servers = 5
 	}
 	if got, want := fileBudget(cfg), uint64(1000+64+20+5); got != want {
 		t.Fatalf("fileBudget = %d, want %d", got, want)
+	}
+}
+
+func TestFileLimitWarning(t *testing.T) {
+	msg := fileLimitWarning(1024, 11089, 11000)
+	for _, want := range []string{"open-file limit 1024", "11089 descriptors", "max_client_conn = 11000", "ulimit -n 11089", "LimitNOFILE=11089"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("warning lacks %q: %s", want, msg)
+		}
 	}
 }

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-smoke", "-T", "3", "-targets", "pgmts,direct"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The smoke preset, except where a flag was given.
+	o2, err := parseFlags([]string{"-smoke"})
+	if err != nil || o2.seconds != 2 {
+		t.Fatalf("smoke: -T %d, %v", o2.seconds, err)
+	}
+	if o.seconds != 3 || o.reps != 1 || o.scale != 1 || !reflect.DeepEqual(o.clients, []int{10}) ||
+		!reflect.DeepEqual(o.targets, []string{"pgmts", "direct"}) || o.idleClients != 50 {
+		t.Fatalf("smoke options %+v", o)
+	}
+	o, err = parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.seconds != 3 || o.reps != 3 || !reflect.DeepEqual(o.clients, []int{1, 10, 50, 200, 1000}) || o.idleClients != 10000 || len(o.scenarios) != 6 {
+		t.Fatalf("default options %+v", o)
+	}
+	for _, bad := range [][]string{
+		{"-clients", "1,x"}, {"-clients", "0"}, {"-protocols", "simpel"}, {"-scenarios", "select,tcpb"},
+		{"-targets", "odyssey"}, {"-reps", "0"}, {"extra"},
+	} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("parseFlags(%q): want an error", bad)
+		}
+	}
+}
+
+func TestQuoteArgs(t *testing.T) {
+	got := quoteArgs([]string{"bin/pgmtsbench", "-dsn", "host=/tmp port=5432", "-cpuprofile", "select/simple/50", "it's"})
+	want := []string{"bin/pgmtsbench", "-dsn", "'host=/tmp port=5432'", "-cpuprofile", "select/simple/50", `'it'\''s'`}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("quoteArgs = %q", got)
+	}
+}
+
+func TestPoolerConfigs(t *testing.T) {
+	s := poolerSettings{pg: &postgres{host: "127.0.0.1", port: 5432, user: "bench", password: "bench", dbname: "bench",
+		verifier: "SCRAM-SHA-256$4096:c2FsdA==$a:b"}, backends: 20, sessionPool: 50, maxClients: 11000}
+	toml := pgmtsConfig(s, 6432, 9127, true)
+	for _, want := range []string{`listen = "127.0.0.1:6432"`, "debug_pprof = true", "max_client_conn = 11000",
+		"max_shared_servers = 20", "[databases.bench_session]", `mode = "session"`, "max_shared_servers = 50",
+		`password = "SCRAM-SHA-256$4096:c2FsdA==$a:b"`} {
+		if !strings.Contains(toml, want) {
+			t.Errorf("pgmts config lacks %q:\n%s", want, toml)
+		}
+	}
+	ini := pgbouncerConfig(s, 6433, "/tmp/userlist.txt")
+	for _, want := range []string{"bench = host=127.0.0.1 port=5432 dbname=bench\n",
+		"bench_session = host=127.0.0.1 port=5432 dbname=bench pool_mode=session pool_size=50",
+		"listen_port = 6433", "default_pool_size = 20", "max_client_conn = 11000", "auth_type = scram-sha-256"} {
+		if !strings.Contains(ini, want) {
+			t.Errorf("PgBouncer config lacks %q:\n%s", want, ini)
+		}
+	}
+}
