@@ -569,6 +569,8 @@ func TestWaitTime(t *testing.T) {
 	if len(w.seen) != 3 || w.seen[0] != 0 || w.seen[1] < 2 || w.seen[1] > 3 || w.seen[2] < 3600 {
 		t.Fatalf("observed waits %v, want [0, ~2, ~3600]", w.seen)
 	}
+}
+
 // BenchmarkRequestQueueManyClients: clients on every core each submit a
 // request and wait for it to be served, over four shared servers.
 func BenchmarkRequestQueueManyClients(b *testing.B) {
