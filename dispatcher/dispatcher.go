@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,8 +26,10 @@ type Dispatcher struct {
 	responses *queue.ResponseQueue
 
 	engine gnet.Engine
-	booted chan struct{}
-	done   chan error
+	// booted is closed once the engine's loop runs (first OnTick).
+	booted   chan struct{}
+	bootOnce sync.Once
+	done     chan error
 	// stopped is closed when the engine has stopped.
 	stopped chan struct{}
 	// loop is set at the first connection; producers only exist after one.
@@ -105,7 +108,6 @@ func (d *Dispatcher) stop() {
 // OnBoot implements gnet.EventHandler.
 func (d *Dispatcher) OnBoot(eng gnet.Engine) gnet.Action {
 	d.engine = eng
-	close(d.booted)
 	return gnet.None
 }
 
@@ -159,6 +161,9 @@ func (d *Dispatcher) handOver(c gnet.Conn, to *Dispatcher) error {
 // OnTick implements gnet.EventHandler. It does not run on the loop, so it
 // only asks the loop to drop the logins that took too long.
 func (d *Dispatcher) OnTick() (time.Duration, gnet.Action) {
+	// gnet calls OnBoot before its loops exist; the first tick comes once
+	// they run, and only then may Register (Host, handOver) be called.
+	d.bootOnce.Do(func() { close(d.booted) })
 	if l := d.loop.Load(); l != nil {
 		_ = (*l).Execute(context.Background(), d.expireLogins)
 	}
