@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,12 +32,25 @@ type Config struct {
 	hbaRules []hba.Rule // auth_hba_file, read at load
 }
 
+// DispatcherCount is the number of dispatchers to run: dispatchers, or for
+// 0 one per two CPUs (at least one). A loop's system calls wake the kernel's
+// TCP work for PostgreSQL and the clients, which costs a core's worth as
+// much again; and one busy loop takes many events per epoll_wait where two
+// half-idle ones wake for each (measured on 2 cores, pgbench -S at 50
+// clients: 5.1 system calls per transaction with one loop, 6.6 with two).
+func (g Global) DispatcherCount() int {
+	if g.Dispatchers > 0 {
+		return g.Dispatchers
+	}
+	return max(1, runtime.NumCPU()/2)
+}
+
 // Global is the [pgmts] section.
 type Global struct {
 	Listen          string        `toml:"listen"`           // host:port for clients
 	UnixSocketDir   string        `toml:"unix_socket_dir"`  // "" = no unix socket
 	UnixSocketMode  string        `toml:"unix_socket_mode"` // octal, e.g. "0777"
-	Dispatchers     int           `toml:"dispatchers"`      // 0 = one per CPU
+	Dispatchers     int           `toml:"dispatchers"`      // 0 = one per two CPUs (DispatcherCount)
 	MaxClientConn   int           `toml:"max_client_conn"`
 	AuthType        string        `toml:"auth_type"`     // trust | plain | md5 | scram-sha-256 | hba
 	AuthFile        string        `toml:"auth_file"`     // PgBouncer userlist.txt format; "" = none

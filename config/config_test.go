@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -476,5 +477,14 @@ func TestWithDatabase(t *testing.T) {
 	}
 	if !RestartOnly("pgmts.listen") || RestartOnly("pool.mode") {
 		t.Error("RestartOnly")
+	}
+}
+
+func TestDispatcherCount(t *testing.T) {
+	if n := (Global{Dispatchers: 3}).DispatcherCount(); n != 3 {
+		t.Errorf("dispatchers = 3: %d", n)
+	}
+	if n := (Global{}).DispatcherCount(); n != max(1, runtime.NumCPU()/2) {
+		t.Errorf("dispatchers = 0 on %d CPUs: %d, want one per two CPUs", runtime.NumCPU(), n)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -112,21 +111,14 @@ func (g *Group) Reload(cfg *config.Config) error {
 	live.tls = offer
 	old := g.live.Swap(live)
 	if old != nil && cfg.Pgmts.Dispatchers != old.cfg.Pgmts.Dispatchers {
-		n := cfg.Pgmts.Dispatchers
-		if n == 0 {
-			n = runtime.NumCPU()
-		}
-		return g.SetDispatchers(n)
+		return g.SetDispatchers(cfg.Pgmts.DispatcherCount())
 	}
 	return nil
 }
 
 // Start starts the dispatchers and returns once all listen.
 func (g *Group) Start() error {
-	n := g.cfg().Pgmts.Dispatchers
-	if n == 0 {
-		n = runtime.NumCPU()
-	}
+	n := g.cfg().Pgmts.DispatcherCount()
 	// Every TCP dispatcher listens with SO_REUSEPORT, so that dispatchers
 	// can come and go (SetDispatchers); a plain bind first makes sure no
 	// other process holds the port.
