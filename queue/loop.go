@@ -58,7 +58,7 @@ func serve(s Server, c *Client, from Loop) {
 	if l := s.Loop(); l == nil || l == from {
 		s.Serve(c)
 	} else if l.Run(func() { s.Serve(c) }) != nil {
-		c.Pool.Requests.pushFront(c) // the loop is stopping; another server may serve c
+		c.Pool.Requests.Requeue(c) // the loop is stopping; another server may serve c
 	}
 }
 

@@ -136,7 +136,7 @@ func (q *RequestQueue) Take(inbox chan *Client, stop <-chan struct{}) *Client {
 		// A client was handed over while we were stopping: pass it to
 		// another parked server, or put it back at the front.
 		c := <-inbox
-		q.pushFront(c)
+		q.Requeue(c)
 		return nil
 	}
 }
@@ -157,17 +157,15 @@ func (q *RequestQueue) pop() *Client {
 	return e.client
 }
 
-// Requeue puts c back at the head of the queue: a server that was handed
-// it cannot serve it after all.
-func (q *RequestQueue) Requeue(c *Client) { q.pushFront(c) }
-
 func (q *RequestQueue) observe(wait time.Duration) {
 	if q.WaitTime != nil {
 		q.WaitTime.Update(wait.Seconds())
 	}
 }
 
-func (q *RequestQueue) pushFront(c *Client) {
+// Requeue puts c back at the head of the queue: a server that was handed
+// it cannot serve it after all.
+func (q *RequestQueue) Requeue(c *Client) {
 	q.mu.Lock()
 	if !q.paused && q.handOff(c, nil) {
 		return

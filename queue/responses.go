@@ -11,9 +11,8 @@ type Reply struct {
 	Close bool
 	// Poll asks only for a fresh backlog reading (backpressure).
 	Poll bool
-	// pooled returns Data to the buffer pool once written; queued: it
-	// went through the queue (not Send's direct path).
-	pooled, queued bool
+	// pooled returns Data to the buffer pool once written.
+	pooled bool
 }
 
 // ResponseQueue is one dispatcher's queue of replies: many producers (the
@@ -46,16 +45,13 @@ func (q *ResponseQueue) Attach(loop Loop, deliver func(*Reply)) {
 	q.loop, q.deliver = loop, deliver
 }
 
-// Loop is the loop that consumes the queue.
-func (q *ResponseQueue) Loop() Loop { return q.loop }
-
 // Send is Push for a producer running on loop from: on the queue's own
 // loop, with nothing of the client's still queued (order), the reply is
 // written at once instead.
 func (q *ResponseQueue) Send(r Reply, from Loop) {
 	if from != nil && from == q.loop && r.Client.pending.Load() == 0 {
 		q.deliver(&r)
-		r.Done()
+		r.settle()
 		return
 	}
 	q.Push(r)
@@ -72,7 +68,6 @@ func (q *ResponseQueue) Push(r Reply) {
 	if r.Client != nil {
 		r.Client.queued.Add(int64(len(r.Data)))
 		r.Client.pending.Add(1)
-		r.queued = true
 	}
 	q.mu.Lock()
 	q.items = append(q.items, r)
@@ -83,13 +78,6 @@ func (q *ResponseQueue) Push(r Reply) {
 	if wake {
 		q.wake()
 	}
-}
-
-// PushPooled adds bytes obtained from GetBuffer; the dispatcher puts the
-// buffer back after writing it.
-func (q *ResponseQueue) PushPooled(c *Client, data *[]byte) {
-	q.Push(Reply{Client: c, Data: *data, pooled: true})
-	bufHolders.Put(data)
 }
 
 // Drain takes every queued reply; the consumer calls Done on each after
@@ -107,10 +95,15 @@ func (q *ResponseQueue) Drain() []Reply {
 // Done settles a reply after the dispatcher wrote (or dropped) it.
 func (r *Reply) Done() {
 	if r.Client != nil {
-		if r.queued {
-			r.Client.queued.Add(-int64(len(r.Data)))
-			r.Client.pending.Add(-1)
-		}
+		r.Client.queued.Add(-int64(len(r.Data)))
+		r.Client.pending.Add(-1)
+	}
+	r.settle()
+}
+
+// settle counts a written reply and frees its buffer.
+func (r *Reply) settle() {
+	if r.Client != nil {
 		r.Client.stats.wrote(len(r.Data))
 	}
 	if r.pooled {

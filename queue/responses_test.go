@@ -250,13 +250,15 @@ func TestGetPutBuffer(t *testing.T) {
 	}
 }
 
-func TestPushPooled(t *testing.T) {
+// TestSendPooledOffLoop: a producer on no loop (or another one) queues
+// the pooled chunk for the dispatcher.
+func TestSendPooledOffLoop(t *testing.T) {
 	var wakes int
 	q := queue.NewResponseQueue(func() { wakes++ })
 	c := newClient(1, newPool(circuits.Transaction), q)
 	b := queue.GetBuffer()
 	*b = append(*b, "DataRow..."...)
-	q.PushPooled(c, b)
+	q.SendPooled(c, b, nil)
 	if c.Backlog() != 10 || wakes != 1 {
 		t.Fatalf("Backlog %d wakes %d", c.Backlog(), wakes)
 	}

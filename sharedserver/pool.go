@@ -174,9 +174,7 @@ func (p *Pools) Close() {
 func (p *Pools) BackendCount() int {
 	n := 0
 	for _, pool := range p.all() {
-		pool.mu.Lock()
-		n += len(pool.servers) + pool.starting
-		pool.mu.Unlock()
+		n += pool.open()
 	}
 	return n
 }

@@ -64,19 +64,16 @@ type Server struct {
 	idleSince atomic.Int64
 	failOnce  sync.Once
 
-	mu sync.Mutex
 	// settings are the GUCs pgmts set on this backend beyond its login
 	// defaults (lower-case names), to diff against the next client's.
 	settings map[string]string
 	// internal lists queries pgmts itself sent whose replies must be
 	// swallowed; a non-nil func runs when that reply is done.
-	internal  []func()
-	internalN atomic.Int32
+	internal []func()
 	// statements are the named prepared statements on this backend:
 	// name → the Parse message that made it (see statements.go).
 	statements map[string]string
 	injected   []injected
-	injectedN  atomic.Int32
 	// wseg counts requests written, rseg ReadyForQuery messages read: the
 	// Sync segments that tag slipped-in messages.
 	wseg, rseg uint64
@@ -256,10 +253,7 @@ func (s *Server) fail(err error) {
 		if s.bridge != nil {
 			_ = s.bridge.Close()
 		}
-		s.mu.Lock()
 		s.internal = nil
-		s.internalN.Store(0)
-		s.mu.Unlock()
 		if s.out != nil {
 			queue.PutBuffer(*s.out)
 			s.out = nil
@@ -372,12 +366,10 @@ func (s *Server) applySettings(c *queue.Client) error {
 	var set [][2]string
 	var reset []string
 	c.Circuit(func(ci *circuits.Circuit) {
-		s.mu.Lock()
 		set, reset = circuits.SettingsDiff(s.settings, ci.Settings())
 		if len(set)+len(reset) > 0 {
 			s.settings = maps.Clone(ci.Settings())
 		}
-		s.mu.Unlock()
 	})
 	if len(set)+len(reset) == 0 {
 		return nil
@@ -388,11 +380,8 @@ func (s *Server) applySettings(c *queue.Client) error {
 // internalQuery sends a query of pgmts's own; its reply is swallowed and
 // done (if not nil) runs when it has come.
 func (s *Server) internalQuery(sql string, done func()) error {
-	s.mu.Lock()
 	s.internal = append(s.internal, done)
-	s.internalN.Add(1)
 	s.wseg++
-	s.mu.Unlock()
 	msg := append([]byte{'Q', 0, 0, 0, 0}, sql...)
 	msg = append(msg, 0)
 	putLen(msg)
@@ -425,9 +414,7 @@ func (s *Server) clientGone(c *queue.Client) {
 	}
 	if q := s.pool.conf().ServerResetQuery; q != "" && s.pool.q.Mode == circuits.Session {
 		err := s.internalQuery(q, func() {
-			s.mu.Lock()
 			clear(s.settings)
-			s.mu.Unlock()
 			s.next()
 		})
 		if err != nil {
@@ -488,7 +475,7 @@ func (s *Server) consume(buf []byte) int {
 			// Stream big rows and COPY data through without ever holding
 			// the whole message.
 			s.pass = size - (len(buf) - start)
-			s.passDrop = s.internalN.Load() > 0 || s.owner.Load() == nil
+			s.passDrop = len(s.internal) > 0 || s.owner.Load() == nil
 			if !s.passDrop {
 				s.emit(buf[start:])
 			}
@@ -513,7 +500,7 @@ func inspected(typ byte) bool {
 
 // handle processes one whole message from PostgreSQL.
 func (s *Server) handle(typ byte, msg []byte) {
-	internal := s.internalN.Load() > 0
+	internal := len(s.internal) > 0
 	owner := s.owner.Load()
 	switch typ {
 	case '1', '3':
@@ -528,14 +515,8 @@ func (s *Server) handle(typ byte, msg []byte) {
 	case 'Z':
 		s.segmentDone()
 		if internal {
-			s.mu.Lock()
-			var done func()
-			if len(s.internal) > 0 {
-				done = s.internal[0]
-				s.internal = s.internal[1:]
-				s.internalN.Add(-1)
-			}
-			s.mu.Unlock()
+			done := s.internal[0]
+			s.internal = s.internal[1:]
 			if done != nil {
 				done()
 			}
@@ -572,9 +553,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 		if !internal {
 			// The client changed a reported setting: it is now part of
 			// what this backend carries for it.
-			s.mu.Lock()
 			s.settings[strings.ToLower(name)] = value
-			s.mu.Unlock()
 		}
 		if send {
 			s.emit(msg)

@@ -9,16 +9,16 @@ import (
 )
 
 // Named prepared statements follow their client from server to server: as
-// the writer sends a client's messages it looks at Parse, Bind, Describe
+// the server writes a client's messages it looks at Parse, Bind, Describe
 // and Close, and where the client uses a statement this backend does not
 // hold (or holds under the same name with other text, from another
 // client), it slips in a Close and/or the client's own Parse first. The
-// replies to those (CloseComplete, ParseComplete) are swallowed by the
-// reader: each is tagged with the Sync segment it belongs to, so a reply
+// replies to those (CloseComplete, ParseComplete) are swallowed when they
+// come back: each is tagged with the Sync segment it belongs to, so a reply
 // skipped because of an earlier error in that segment is forgotten at its
 // ReadyForQuery.
 
-// injected is a reply the reader must swallow.
+// injected is a reply the server must swallow.
 type injected struct {
 	seg uint64 // the ReadyForQuery count that closes its segment
 	typ byte   // '1' ParseComplete or '3' CloseComplete
@@ -34,7 +34,6 @@ func (s *Server) prepareStatements(c *queue.Client, data []byte) []byte {
 		copied = at
 		out = append(out, msg...)
 		s.injected = append(s.injected, injected{s.wseg, typ})
-		s.injectedN.Add(1)
 	}
 	// ensure gives the backend the client's statement name before the
 	// message at offset at uses it.
@@ -55,8 +54,6 @@ func (s *Server) prepareStatements(c *queue.Client, data []byte) []byte {
 	}
 	c.Circuit(func(ci *circuits.Circuit) {
 		prep := ci.Statements()
-		s.mu.Lock()
-		defer s.mu.Unlock()
 		for off := 0; off+5 <= len(data); {
 			typ, size, _ := wire.Header(data[off:])
 			body := data[off+5 : off+size]
@@ -102,54 +99,35 @@ func (s *Server) prepareStatements(c *queue.Client, data []byte) []byte {
 }
 
 // swallowInjected reports whether a ParseComplete/CloseComplete answers a
-// message pgmts slipped in (reader side).
+// message pgmts slipped in.
 func (s *Server) swallowInjected(typ byte) bool {
-	if s.injectedN.Load() == 0 {
-		return false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if len(s.injected) > 0 && s.injected[0].seg == s.rseg && s.injected[0].typ == typ {
 		s.injected = s.injected[1:]
-		s.injectedN.Add(-1)
 		return true
 	}
 	return false
 }
 
-// segmentDone is called by the reader at each ReadyForQuery: slipped-in
-// messages of the segment that never got a reply (an error skipped them)
-// are forgotten.
+// segmentDone is called at each ReadyForQuery: slipped-in messages of the
+// segment that never got a reply (an error skipped them) are forgotten.
 func (s *Server) segmentDone() {
-	if s.injectedN.Load() > 0 {
-		s.mu.Lock()
-		for len(s.injected) > 0 && s.injected[0].seg <= s.rseg {
-			s.injected = s.injected[1:]
-			s.injectedN.Add(-1)
-		}
-		s.mu.Unlock()
+	for len(s.injected) > 0 && s.injected[0].seg <= s.rseg {
+		s.injected = s.injected[1:]
 	}
 	s.rseg++
 }
 
-// resync is called by the reader when a client lets the server go: every
-// reply is in, so the segment counts agree again even if a Sync that got no
+// resync is called when a client lets the server go: every reply is in,
+// so the segment counts agree again even if a Sync that got no
 // ReadyForQuery (one sent during COPY IN) had put them apart.
 func (s *Server) resync() {
-	s.mu.Lock()
 	s.rseg = s.wseg
 	s.injected = s.injected[:0]
-	s.injectedN.Store(0)
-	s.mu.Unlock()
 }
 
 // forgetStatements is called when the backend dropped its prepared
 // statements (DISCARD ALL, DEALLOCATE): they will be prepared again on use.
-func (s *Server) forgetStatements() {
-	s.mu.Lock()
-	clear(s.statements)
-	s.mu.Unlock()
-}
+func (s *Server) forgetStatements() { clear(s.statements) }
 
 func closeStatement(name string) []byte {
 	msg := make([]byte, 5, 7+len(name))

@@ -14,9 +14,8 @@ import (
 	"github.com/pgmts/pgmts/queue"
 )
 
-// serverStats are one shared server's counters. The writer goroutine
-// owns requests, received and reqStart; the reader goroutine owns the
-// rest. Snapshots read them from anywhere.
+// serverStats are one shared server's counters, written on its loop only
+// (queue.AddOwned); snapshots read them from anywhere.
 type serverStats struct {
 	born time.Time
 
@@ -26,22 +25,22 @@ type serverStats struct {
 	queries, xacts, sent, errors atomic.Int64
 	queryTime, xactTime          atomic.Int64 // nanoseconds
 	lastReady                    atomic.Int64 // nanotime of the last ReadyForQuery
-	xactStart                    int64        // reader only: when the open transaction began
+	xactStart                    int64        // loop only: when the open transaction began
 
 	hist *histograms // the pool's, set before the server starts
 }
 
-// request is called by the writer just before it writes a client's bytes.
+// request is called just before a client's bytes are written to PostgreSQL.
 func (st *serverStats) request(bytes int) {
 	st.reqStart.Store(queue.Nanotime())
 	queue.AddOwned(&st.requests, 1)
 	queue.AddOwned(&st.received, int64(bytes))
 }
 
-// replied is called by the reader for each reply chunk sent to a client.
+// replied is called for each reply chunk sent to a client.
 func (st *serverStats) replied(bytes int) { queue.AddOwned(&st.sent, int64(bytes)) }
 
-// ready is called by the reader at a client's ReadyForQuery: one query
+// ready is called at a client's ReadyForQuery: one query
 // ended, and with status 'I' one transaction.
 func (st *serverStats) ready(status byte) {
 	now := queue.Nanotime()
@@ -61,7 +60,7 @@ func (st *serverStats) ready(status byte) {
 	st.lastReady.Store(now)
 }
 
-// errored is called by the reader for each ErrorResponse relayed to a client.
+// errored is called for each ErrorResponse relayed to a client.
 func (st *serverStats) errored() { queue.AddOwned(&st.errors, 1) }
 
 func seconds(ns int64) float64 { return float64(ns) / 1e9 }
