@@ -121,24 +121,22 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 	el := newEventList(InitPollEventsCap)
 	var doChores bool
 
-	msec := -1
 	yielded := time.Now()
 	for {
-		n, err := unix.EpollWait(p.fd, el.events, msec)
-		// pgmts: yield to the Go scheduler every yieldEvery instead of on
-		// every empty poll; see third_party/gnet/PGMTS.md.
+		// pgmts: always a blocking wait, and a yield to the Go scheduler
+		// every yieldEvery instead of on every empty poll; see
+		// third_party/gnet/PGMTS.md.
+		n, err := unix.EpollWait(p.fd, el.events, -1)
 		if now := time.Now(); now.Sub(yielded) >= yieldEvery {
 			yielded = now
 			runtime.Gosched()
 		}
 		if n == 0 || (n < 0 && err == unix.EINTR) {
-			msec = -1
 			continue
 		} else if err != nil {
 			logging.Errorf("error occurs in epoll: %v", os.NewSyscallError("epoll_wait", err))
 			return err
 		}
-		msec = 0
 
 		for i := 0; i < n; i++ {
 			ev := &el.events[i]
