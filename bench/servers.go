@@ -152,6 +152,11 @@ func launch(name string, cmd *exec.Cmd, port int, logPath string) (*process, err
 	}
 	// A harness killed without cleanup does not leave a pooler behind.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	// A session of its own, as a service manager or PgBouncer's -d gives
+	// it (pg_ctl does the same for PostgreSQL): with the kernel's
+	// autogroup scheduling, a pooler sharing the harness's session would
+	// share one CPU share with every pgbench client.
+	cmd.SysProcAttr.Setsid = true
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %v", name, err)
 	}
