@@ -336,8 +336,11 @@ func TestAdminStatsAfterPgbench(t *testing.T) {
 	}
 	var requests int64
 	for _, s := range show(t, p, "SHARED_SERVERS").where("database", "bench") {
-		requests += atoi(t, s["requests"])
-		if s["status"] != "idle" || atoi(t, s["busy_us"]) == 0 {
+		served := atoi(t, s["requests"])
+		requests += served
+		// Autoscaling may open a server late in the run that never gets a
+		// request; one that served some must show the time it took.
+		if s["status"] != "idle" || (served > 0 && atoi(t, s["busy_us"]) == 0) {
 			t.Errorf("SHOW SHARED_SERVERS after pgbench: %v", s)
 		}
 	}
