@@ -13,7 +13,7 @@ import (
 
 // clientKeyFor derives ClientKey = HMAC(PBKDF2(password, salt, iters),
 // "Client Key") the long way, independently of the code under test.
-func clientKeyFor(t *testing.T, password string, salt []byte, iters int) []byte {
+func clientKeyFor(t testing.TB, password string, salt []byte, iters int) []byte {
 	t.Helper()
 	salted, err := pbkdf2.Key(sha256.New, password, salt, iters, sha256.Size)
 	if err != nil {

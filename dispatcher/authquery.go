@@ -56,6 +56,7 @@ func (cc *clientConn) await(start func(answer func(then func() gnet.Action))) gn
 		})
 	})
 	if state.CompareAndSwap(0, 1) {
+		cc.flush() // the client may read what it has while it waits
 		return gnet.None
 	}
 	return inline()

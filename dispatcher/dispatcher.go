@@ -406,9 +406,14 @@ func (cc *clientConn) resume() {
 	}
 }
 
-// fatal sends a FATAL error and closes the connection.
+// fatal sends a FATAL error, after the login's queued messages, and
+// closes the connection.
 func (cc *clientConn) fatal(e *wire.Error) gnet.Action {
-	_, _ = cc.c.Write(e.Encode(nil))
+	var out []byte
+	if cc.login != nil {
+		out, cc.login.out = cc.login.out, nil
+	}
+	_, _ = cc.c.Write(e.Encode(out))
 	return gnet.Close
 }
 

@@ -34,6 +34,27 @@ type login struct {
 	scram  *auth.SCRAMExchange
 	// scramStarted: the client-first message was answered.
 	scramStarted bool
+	// out holds messages for the client until it has to read them (flush),
+	// so that SASL final, AuthenticationOk and the ready messages leave in
+	// one write: one system call and one wake-up of the client.
+	out []byte
+}
+
+// send queues a login message for the next flush (or fatal, or ready).
+func (l *login) send(m pgproto3.Message) {
+	if l.out == nil {
+		l.out = make([]byte, 0, 512) // room for the ready messages too
+	}
+	l.out = wire.Append(l.out, m)
+}
+
+// flush writes the queued login messages; it is called wherever the login
+// then waits for the client or for another goroutine.
+func (cc *clientConn) flush() {
+	if l := cc.login; l != nil && len(l.out) > 0 {
+		_, _ = cc.c.Write(l.out)
+		l.out = nil
+	}
 }
 
 // Startup parameters that are not session settings.
@@ -150,7 +171,7 @@ func (cc *clientConn) begin(st *wire.Startup) gnet.Action {
 	// A newer 3.x client, or one with protocol options we do not know,
 	// is told what we speak (3.0), as PostgreSQL does.
 	if st.Protocol != wire.Protocol30 || len(unrecognized) > 0 {
-		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}))
+		l.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
 	}
 
 	if werr := cc.checkTLS(); werr != nil {
@@ -191,10 +212,10 @@ func (cc *clientConn) challenge() gnet.Action {
 		}
 		return cc.authenticated()
 	case "plain":
-		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationCleartextPassword{}))
+		l.send(&pgproto3.AuthenticationCleartextPassword{})
 	case "md5":
 		_, _ = rand.Read(l.salt[:])
-		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationMD5Password{Salt: l.salt}))
+		l.send(&pgproto3.AuthenticationMD5Password{Salt: l.salt})
 	default:
 		x, err := l.secret.NewSCRAM(l.user, cc.tlsBinding)
 		if err != nil {
@@ -207,8 +228,9 @@ func (cc *clientConn) challenge() gnet.Action {
 		if cc.tlsBinding != nil {
 			mechanisms = []string{scramSHA256Plus, scramSHA256}
 		}
-		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationSASL{AuthMechanisms: mechanisms}))
+		l.send(&pgproto3.AuthenticationSASL{AuthMechanisms: mechanisms})
 	}
+	cc.flush()
 	cc.phase = phaseAuth
 	cc.need = 5
 	return gnet.None
@@ -286,7 +308,7 @@ func (cc *clientConn) authMessage(buf []byte) (int, gnet.Action) {
 		if err != nil || !l.known || !l.scram.Done() {
 			return size, cc.authFailed()
 		}
-		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationSASLFinal{Data: []byte(final)}))
+		l.send(&pgproto3.AuthenticationSASLFinal{Data: []byte(final)})
 		return size, cc.authenticated()
 	default:
 		var r pgproto3.SASLInitialResponse
@@ -362,7 +384,7 @@ func (cc *clientConn) authFailed() gnet.Action {
 // reach PostgreSQL before the client is told it may send queries.
 func (cc *clientConn) authenticated() gnet.Action {
 	l := cc.login
-	_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationOk{}))
+	l.send(&pgproto3.AuthenticationOk{})
 	pool, err := cc.d.g.router.Route(l.database, l.user)
 	var refused *wire.Error
 	if errors.As(err, &refused) {
@@ -382,6 +404,7 @@ func (cc *clientConn) authenticated() gnet.Action {
 	cc.phase = phasePreparing
 	if cc.d.g.holds(pool) {
 		cc.d.held[cc] = struct{}{} // SUSPEND: the login goes on at RESUME
+		cc.flush()
 		return gnet.None
 	}
 	return cc.prepare()
@@ -416,7 +439,7 @@ func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Acti
 		return cc.fatal(we)
 	}
 	circuit := circuits.New(l.pool.Mode, l.settings)
-	out := make([]byte, 0, 512)
+	out := l.out
 	for _, name := range slices.Sorted(maps.Keys(serverParams)) {
 		value := serverParams[name]
 		if v, ok := l.settings[strings.ToLower(name)]; ok {
