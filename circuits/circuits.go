@@ -51,23 +51,30 @@ const (
 	TxFailed = 'E'
 )
 
-// Circuit is one client's session as the pooler sees it.
+// Circuit is one client's session as the pooler sees it. An idle
+// client holds little more than this struct: thousands of them are
+// mostly their circuits, so the maps are made only once they have
+// something to hold.
 type Circuit struct {
 	Mode Mode
-	// TxStatus is the status of the last ReadyForQuery the client was sent.
-	TxStatus byte
 	// outstanding counts requests (Query, Sync, FunctionCall) sent to a
 	// server whose ReadyForQuery has not come back yet. Erring high only
 	// keeps a server bound longer; it must never err low.
-	outstanding int
+	outstanding int32
+	// TxStatus is the status of the last ReadyForQuery the client was sent.
+	TxStatus byte
 	// openExtended: extended-protocol messages were sent since the last
 	// Sync, so the server holds an unnamed statement/portal for us.
 	openExtended bool
 	// settings are the GUCs this client asked for (startup packet, options
-	// -c, and reported parameters it SET since), keyed by lower-case name.
+	// -c, and reported parameters it SET since), keyed by lower-case name;
+	// nil while there are none.
 	settings map[string]string
-	// reported is what the client has been told through ParameterStatus.
-	reported map[string]string
+	// What the client has been told through ParameterStatus: the server's
+	// set at login (loginReported, shared with the pool's other clients
+	// and never written), overridden by reported.
+	loginReported map[string]string
+	reported      map[string]string
 	// statements are the client's named prepared statements (protocol
 	// level): name → the Parse message that made it, so that any server
 	// can be given it before the client uses it there.
@@ -76,11 +83,18 @@ type Circuit struct {
 
 // New makes a circuit for a client that logged in with these settings.
 func New(mode Mode, settings map[string]string) *Circuit {
-	c := &Circuit{Mode: mode, TxStatus: TxIdle, settings: map[string]string{}, reported: map[string]string{}}
+	c := &Circuit{Mode: mode, TxStatus: TxIdle}
 	for k, v := range settings {
-		c.settings[strings.ToLower(k)] = v
+		c.setting(k, v)
 	}
 	return c
+}
+
+func (c *Circuit) setting(name, value string) {
+	if c.settings == nil {
+		c.settings = map[string]string{}
+	}
+	c.settings[strings.ToLower(name)] = value
 }
 
 // FromClient records a message the client sent, by type byte.
@@ -131,19 +145,38 @@ func Refuses(mode Mode, status byte) bool {
 // client onto other servers.
 func (c *Circuit) Reported(name, value string, fromClient bool) bool {
 	if fromClient {
-		c.settings[strings.ToLower(name)] = value
+		c.setting(name, value)
 	}
-	if old, ok := c.reported[name]; ok && old == value {
+	old, ok := c.reported[name]
+	if !ok {
+		old, ok = c.loginReported[name]
+	}
+	if ok && old == value {
 		return false
 	}
-	c.reported[name] = value
+	c.SetReported(name, value)
 	return true
 }
 
-// SetReported seeds what the client was told at login.
-func (c *Circuit) SetReported(name, value string) { c.reported[name] = value }
+// SetLoginReported seeds what the client was told at login with the
+// server's ParameterStatus set. The circuit keeps params itself (many
+// clients share one), so nobody may write to it afterwards.
+func (c *Circuit) SetLoginReported(params map[string]string) { c.loginReported = params }
 
-// Settings returns the client's settings (read-only for callers).
+// SetReported records that the client was told name = value.
+func (c *Circuit) SetReported(name, value string) {
+	if v, ok := c.loginReported[name]; ok && v == value {
+		delete(c.reported, name)
+		return
+	}
+	if c.reported == nil {
+		c.reported = map[string]string{}
+	}
+	c.reported[name] = value
+}
+
+// Settings returns the client's settings (read-only for callers; nil when
+// there are none).
 func (c *Circuit) Settings() map[string]string { return c.settings }
 
 // Statements returns the client's named prepared statements, for the

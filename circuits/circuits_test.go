@@ -309,3 +309,50 @@ func TestSettingsDiffSQLEndToEnd(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 }
+
+// loginParams is a PostgreSQL 15 ParameterStatus set, as a pool hands it
+// to every client that logs in.
+var loginParams = map[string]string{
+	"application_name": "", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
+	"default_transaction_read_only": "off", "in_hot_standby": "off",
+	"integer_datetimes": "on", "IntervalStyle": "postgres", "is_superuser": "off",
+	"server_encoding": "UTF8", "server_version": "15.18",
+	"session_authorization": "app", "standard_conforming_strings": "on", "TimeZone": "UTC",
+}
+
+// An idle client's circuit is most of what it costs: one that logged in
+// with no settings of its own shares the pool's ParameterStatus set and
+// allocates nothing but itself.
+func TestLoginCircuitAllocations(t *testing.T) {
+	allocs := testing.AllocsPerRun(100, func() {
+		c := circuits.New(circuits.Transaction, nil)
+		c.SetLoginReported(loginParams)
+		for name, value := range loginParams {
+			c.SetReported(name, value)
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("a circuit at login makes %v allocations, want 1 (itself)", allocs)
+	}
+}
+
+func TestReportedOverLoginSet(t *testing.T) {
+	c := circuits.New(circuits.Transaction, map[string]string{"application_name": "app"})
+	c.SetLoginReported(loginParams)
+	c.SetReported("application_name", "app") // the client's own, as login sends it
+	if c.Reported("application_name", "app", false) || c.Reported("TimeZone", "UTC", false) {
+		t.Fatal("a value the client was told at login reported again")
+	}
+	if !c.Reported("TimeZone", "Europe/Paris", false) {
+		t.Fatal("changed value not reported")
+	}
+	if !c.Reported("TimeZone", "UTC", false) {
+		t.Fatal("a change back to the login value not reported")
+	}
+	if c.Reported("TimeZone", "UTC", false) {
+		t.Fatal("same value reported twice")
+	}
+	if loginParams["TimeZone"] != "UTC" || loginParams["application_name"] != "" {
+		t.Fatal("the shared login set was written to")
+	}
+}

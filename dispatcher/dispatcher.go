@@ -42,6 +42,9 @@ type Dispatcher struct {
 	// held are the connections SUSPEND stopped reading, or whose login
 	// it holds (loop-owned).
 	held map[*clientConn]struct{}
+	// types is frame's scratch list of message type bytes: Submit reads it
+	// before it returns, so one per loop does for all its clients.
+	types []byte
 
 	tcp      bool            // listens on TCP (not the unix socket)
 	retiring atomic.Bool     // SetDispatchers retired it
@@ -330,10 +333,9 @@ type clientConn struct {
 	pid        uint32
 	key        [4]byte
 	client     *queue.Client
-	types      []byte
 }
 
-type phase int
+type phase uint8
 
 const (
 	phaseStartup phase = iota
@@ -416,7 +418,7 @@ func (cc *clientConn) fatal(e *wire.Error) gnet.Action {
 // ones to the client's server in one batch.
 func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 	pos := 0
-	cc.types = cc.types[:0]
+	cc.d.types = cc.d.types[:0]
 	for {
 		typ, size, ok := wire.Header(buf[pos:])
 		if !ok {
@@ -436,7 +438,7 @@ func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 			cc.submit(buf[:pos])
 			return pos + size, gnet.Close
 		}
-		cc.types = append(cc.types, typ)
+		cc.d.types = append(cc.d.types, typ)
 		pos += size
 	}
 	if pos > 0 {
@@ -453,7 +455,7 @@ func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 
 func (cc *clientConn) submit(b []byte) {
 	if len(b) > 0 {
-		cc.d.stats.framed(len(cc.types), len(b))
-		cc.client.Submit(b, cc.types)
+		cc.d.stats.framed(len(cc.d.types), len(b))
+		cc.client.Submit(b, cc.d.types)
 	}
 }

@@ -416,6 +416,7 @@ func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Acti
 		return cc.fatal(we)
 	}
 	circuit := circuits.New(l.pool.Mode, l.settings)
+	circuit.SetLoginReported(serverParams)
 	out := make([]byte, 0, 512)
 	for _, name := range slices.Sorted(maps.Keys(serverParams)) {
 		value := serverParams[name]
