@@ -179,13 +179,17 @@ func (c *Circuit) SetReported(name, value string) {
 // there are none).
 func (c *Circuit) Settings() map[string]string { return c.settings }
 
-// Statements returns the client's named prepared statements, for the
-// serving server to read and update as it writes the client's messages.
-func (c *Circuit) Statements() map[string]string {
+// Statements returns the client's named prepared statements (nil while
+// there are none), for the serving server to read, and delete from, as it
+// writes the client's messages.
+func (c *Circuit) Statements() map[string]string { return c.statements }
+
+// SetStatement records the Parse message that made the named statement.
+func (c *Circuit) SetStatement(name, parse string) {
 	if c.statements == nil {
 		c.statements = map[string]string{}
 	}
-	return c.statements
+	c.statements[name] = parse
 }
 
 // SettingsDiff returns what must run on a server whose pgmts-made settings

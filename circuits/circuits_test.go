@@ -356,3 +356,15 @@ func TestReportedOverLoginSet(t *testing.T) {
 		t.Fatal("the shared login set was written to")
 	}
 }
+
+// A client that never names a statement holds no map for them.
+func TestStatementsMadeOnFirstParse(t *testing.T) {
+	c := circuits.New(circuits.Transaction, nil)
+	if c.Statements() != nil {
+		t.Fatal("a new circuit has a statements map")
+	}
+	c.SetStatement("s1", "P...")
+	if got := c.Statements()["s1"]; got != "P..." {
+		t.Fatalf("Statements()[s1] = %q", got)
+	}
+}

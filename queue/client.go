@@ -232,8 +232,7 @@ func (c *Client) Ready(server any, status byte) (released bool) {
 	defer c.mu.Unlock()
 	c.circuit.Ready(status)
 	if c.server == server && c.circuit.Releasable() && len(c.inbox) == 0 && !c.closed {
-		c.state = stateIdle
-		c.server = nil
+		c.goIdle()
 		return true
 	}
 	return false
@@ -243,10 +242,23 @@ func (c *Client) Ready(server any, status byte) (released bool) {
 func (c *Client) Release(server any) {
 	c.mu.Lock()
 	if c.server == server {
-		c.state = stateIdle
-		c.server = nil
+		c.goIdle()
 	}
 	c.mu.Unlock()
+}
+
+// idleInbox is the most inbox capacity a client keeps between requests:
+// its next small request needs no allocation, and a big request's buffer
+// (Take hands clients the servers' spares) is not held while it sits idle.
+const idleInbox = 1024
+
+// goIdle lets the server go (with c.mu held).
+func (c *Client) goIdle() {
+	c.state = stateIdle
+	c.server = nil
+	if len(c.inbox) == 0 && cap(c.inbox) > idleInbox {
+		c.inbox = nil
+	}
 }
 
 // Idle reports whether the client's session is between transactions with

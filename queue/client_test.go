@@ -330,3 +330,26 @@ func TestClientFootprint(t *testing.T) {
 		t.Fatalf("NewClient makes %v allocations, want 1", allocs)
 	}
 }
+
+// A client going idle keeps a small inbox for its next request, but not
+// the big buffer of a large one.
+func TestIdleClientDropsBigInbox(t *testing.T) {
+	for _, size := range []int{100, 64 << 10} {
+		p := newPool(circuits.Transaction)
+		c := newClient(1, p, nil)
+		msg := make([]byte, size)
+		msg[0] = 'Q'
+		c.Submit(msg, []byte{'Q'})
+		serve(t, p, c, "srv")
+		data, _, _ := c.Take("srv", make([]byte, 0, size))
+		if len(data) != size {
+			t.Fatalf("took %d bytes, want %d", len(data), size)
+		}
+		if !c.Ready("srv", circuits.TxIdle) {
+			t.Fatal("not released")
+		}
+		if got := c.InboxCap(); size <= 1024 && got < size || size > 1024 && got != 0 {
+			t.Fatalf("after a %d-byte request the idle client's inbox holds %d bytes", size, got)
+		}
+	}
+}
