@@ -322,17 +322,15 @@ type clientConn struct {
 	// closed: closing was asked for; gone: the connection is closed.
 	closed, gone bool
 	// need is how many buffered bytes the next step waits for, so a big
-	// message is not re-peeked on every read.
-	need int
+	// message is not re-peeked on every read (at most max_packet_size).
+	need int32
 
 	login *login
-	// tlsState is set once a TLS client's handshake is done; tlsBinding is
-	// its SCRAM-SHA-256-PLUS channel binding data.
-	tlsState   *tls.ConnectionState
-	tlsBinding []byte
-	pid        uint32
-	key        [4]byte
-	client     *queue.Client
+	// tlsState is set once a TLS client's handshake is done.
+	tlsState *tls.ConnectionState
+	pid      uint32
+	key      [4]byte
+	client   *queue.Client
 }
 
 type phase uint8
@@ -347,7 +345,7 @@ const (
 func (cc *clientConn) onTraffic() gnet.Action {
 	for !cc.closed {
 		c := cc.c
-		if cc.phase == phasePreparing || c.InboundBuffered() < cc.need {
+		if cc.phase == phasePreparing || c.InboundBuffered() < int(cc.need) {
 			return gnet.None
 		}
 		if cc.phase == phaseReady && cc.d.g.holds(cc.client.Pool) {
@@ -431,7 +429,7 @@ func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 			return pos, cc.fatal(wire.Fatal("08P01", "invalid message length %d (type %q): max_packet_size is %d", size-1, typ, cc.d.g.cfg().Pgmts.MaxPacketSize))
 		}
 		if size > len(buf)-pos {
-			cc.need = size
+			cc.need = int32(size)
 			break
 		}
 		if typ == 'X' {

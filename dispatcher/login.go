@@ -34,6 +34,9 @@ type login struct {
 	scram  *auth.SCRAMExchange
 	// scramStarted: the client-first message was answered.
 	scramStarted bool
+	// tlsBinding is a TLS client's SCRAM-SHA-256-PLUS channel binding
+	// data: needed for the login only.
+	tlsBinding []byte
 }
 
 // Startup parameters that are not session settings.
@@ -61,7 +64,7 @@ func (cc *clientConn) startup(buf []byte) (int, gnet.Action) {
 		return 0, gnet.None
 	}
 	if len(buf) < size {
-		cc.need = size
+		cc.need = int32(size)
 		return 0, gnet.None
 	}
 	cc.need = 4
@@ -74,7 +77,7 @@ func (cc *clientConn) startup(buf []byte) (int, gnet.Action) {
 	}
 	switch st.Kind {
 	case wire.KindSSL, wire.KindGSSENC:
-		if cc.login.sslAsked || cc.tlsBinding != nil {
+		if cc.login.sslAsked || cc.login.tlsBinding != nil {
 			return size, cc.fatal(wire.Fatal("08P01", "unexpected second SSL or GSSAPI encryption request"))
 		}
 		cc.login.sslAsked = true
@@ -196,15 +199,15 @@ func (cc *clientConn) challenge() gnet.Action {
 		_, _ = rand.Read(l.salt[:])
 		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationMD5Password{Salt: l.salt}))
 	default:
-		x, err := l.secret.NewSCRAM(l.user, cc.tlsBinding)
+		x, err := l.secret.NewSCRAM(l.user, l.tlsBinding)
 		if err != nil {
 			cc.d.log.Warn("user's password is stored as md5, which SCRAM cannot use; set a plain password or a SCRAM verifier, or auth_type = \"md5\"", "user", l.user)
-			x, _ = cc.d.g.decoy.NewSCRAM(l.user, cc.tlsBinding)
+			x, _ = cc.d.g.decoy.NewSCRAM(l.user, l.tlsBinding)
 			l.known = false
 		}
 		l.scram = x
 		mechanisms := []string{scramSHA256}
-		if cc.tlsBinding != nil {
+		if l.tlsBinding != nil {
 			mechanisms = []string{scramSHA256Plus, scramSHA256}
 		}
 		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationSASL{AuthMechanisms: mechanisms}))
@@ -255,7 +258,7 @@ func (cc *clientConn) authMessage(buf []byte) (int, gnet.Action) {
 		return 0, cc.fatal(wire.Fatal("08P01", "invalid authentication message length %d", size-1))
 	}
 	if len(buf) < size {
-		cc.need = size
+		cc.need = int32(size)
 		return 0, gnet.None
 	}
 	cc.need = 5
@@ -293,7 +296,7 @@ func (cc *clientConn) authMessage(buf []byte) (int, gnet.Action) {
 		if r.Decode(body) != nil {
 			return size, cc.fatal(wire.Fatal("08P01", "malformed SASL initial response"))
 		}
-		if r.AuthMechanism != scramSHA256 && (r.AuthMechanism != scramSHA256Plus || cc.tlsBinding == nil) {
+		if r.AuthMechanism != scramSHA256 && (r.AuthMechanism != scramSHA256Plus || l.tlsBinding == nil) {
 			return size, cc.fatal(wire.Fatal("08P01", "client selected an invalid SASL authentication mechanism %q", r.AuthMechanism))
 		}
 		first, err := l.scram.Step(string(r.Data))

@@ -9,8 +9,8 @@ import (
 // flight need lives in login or on the Dispatcher, not here.
 func TestClientConnFootprint(t *testing.T) {
 	var cc clientConn
-	if size := unsafe.Sizeof(cc); size > 96 {
-		t.Fatalf("clientConn is %d bytes, want at most 96", size)
+	if size := unsafe.Sizeof(cc); size > 64 {
+		t.Fatalf("clientConn is %d bytes, want at most 64", size)
 	}
 }
 

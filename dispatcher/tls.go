@@ -85,7 +85,7 @@ func (cc *clientConn) startTLS(offer *tlsOffer, pending []byte, direct bool) gne
 	cc.c = t
 	cc.d.g.addTLS(t)
 	cc.d.g.wg.Go(func() { t.serve(offer.config, append([]byte(nil), pending...), direct) })
-	cc.tlsBinding = offer.binding
+	cc.login.tlsBinding = offer.binding
 	return gnet.None
 }
 
