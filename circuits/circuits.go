@@ -6,6 +6,7 @@ package circuits
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -66,13 +67,17 @@ type Circuit struct {
 	// openExtended: extended-protocol messages were sent since the last
 	// Sync, so the server holds an unnamed statement/portal for us.
 	openExtended bool
+	// ownSettings: settings is this circuit's own, not the login set it
+	// shares with the clients that logged in with the same settings.
+	ownSettings bool
 	// settings are the GUCs this client asked for (startup packet, options
 	// -c, and reported parameters it SET since), keyed by lower-case name;
 	// nil while there are none.
-	settings map[string]string
+	settings *settingSet
 	// What the client has been told through ParameterStatus: the server's
 	// set at login (loginReported, shared with the pool's other clients
-	// and never written), overridden by reported.
+	// and never written), with the client's own settings over it while
+	// they are the login set (see told), overridden by reported.
 	loginReported map[string]string
 	reported      map[string]string
 	// statements are the client's named prepared statements (protocol
@@ -83,18 +88,28 @@ type Circuit struct {
 
 // New makes a circuit for a client that logged in with these settings.
 func New(mode Mode, settings map[string]string) *Circuit {
-	c := &Circuit{Mode: mode, TxStatus: TxIdle}
-	for k, v := range settings {
-		c.setting(k, v)
-	}
-	return c
+	return &Circuit{Mode: mode, TxStatus: TxIdle, settings: internSettings(settings)}
 }
 
+// setting records a setting the client made, on a copy of the login set
+// the first time (the login overrides are moved into reported first, as
+// told reads them from the login set).
 func (c *Circuit) setting(name, value string) {
-	if c.settings == nil {
-		c.settings = map[string]string{}
+	if !c.ownSettings {
+		for param, v := range c.loginReported {
+			if s, ok := c.settings.get(strings.ToLower(param)); ok && s != v {
+				if _, changed := c.reported[param]; !changed {
+					c.putReported(param, s)
+				}
+			}
+		}
+		own := &settingSet{m: map[string]string{}}
+		if c.settings != nil {
+			maps.Copy(own.m, c.settings.m)
+		}
+		c.settings, c.ownSettings = own, true
 	}
-	c.settings[strings.ToLower(name)] = value
+	c.settings.m[strings.ToLower(name)] = value
 }
 
 // FromClient records a message the client sent, by type byte.
@@ -149,13 +164,26 @@ func (c *Circuit) Reported(name, value string, fromClient bool) bool {
 	}
 	old, ok := c.reported[name]
 	if !ok {
-		old, ok = c.loginReported[name]
+		old, ok = c.toldAtLogin(name)
 	}
 	if ok && old == value {
 		return false
 	}
 	c.SetReported(name, value)
 	return true
+}
+
+// toldAtLogin is what the client was told of name at login: the
+// server's value, or the client's own setting while the circuit still
+// holds its login set.
+func (c *Circuit) toldAtLogin(name string) (string, bool) {
+	v, ok := c.loginReported[name]
+	if ok && !c.ownSettings && c.settings != nil {
+		if s, set := c.settings.get(strings.ToLower(name)); set {
+			return s, true
+		}
+	}
+	return v, ok
 }
 
 // SetLoginReported seeds what the client was told at login with the
@@ -165,19 +193,28 @@ func (c *Circuit) SetLoginReported(params map[string]string) { c.loginReported =
 
 // SetReported records that the client was told name = value.
 func (c *Circuit) SetReported(name, value string) {
-	if v, ok := c.loginReported[name]; ok && v == value {
+	if v, ok := c.toldAtLogin(name); ok && v == value {
 		delete(c.reported, name)
 		return
 	}
+	c.putReported(name, value)
+}
+
+func (c *Circuit) putReported(name, value string) {
 	if c.reported == nil {
 		c.reported = map[string]string{}
 	}
 	c.reported[name] = value
 }
 
-// Settings returns the client's settings (read-only for callers; nil when
-// there are none).
-func (c *Circuit) Settings() map[string]string { return c.settings }
+// Settings returns the client's settings (read-only for callers, and
+// possibly shared with other clients; nil when there are none).
+func (c *Circuit) Settings() map[string]string {
+	if c.settings == nil {
+		return nil
+	}
+	return c.settings.m
+}
 
 // Statements returns the client's named prepared statements (nil while
 // there are none), for the serving server to read, and delete from, as it

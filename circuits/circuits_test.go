@@ -368,3 +368,50 @@ func TestStatementsMadeOnFirstParse(t *testing.T) {
 		t.Fatalf("Statements()[s1] = %q", got)
 	}
 }
+
+// Clients that log in with the same settings share them until one
+// changes a setting.
+func TestLoginSettingsShared(t *testing.T) {
+	a := circuits.New(circuits.Transaction, map[string]string{"DateStyle": "ISO", "application_name": "app"})
+	b := circuits.New(circuits.Transaction, map[string]string{"datestyle": "ISO", "application_name": "app"})
+	if reflect.ValueOf(a.Settings()).Pointer() != reflect.ValueOf(b.Settings()).Pointer() {
+		t.Fatal("circuits with the same login settings hold two maps")
+	}
+	if !a.Reported("application_name", "other", true) {
+		t.Fatal("client change not reported")
+	}
+	if a.Settings()["application_name"] != "other" || b.Settings()["application_name"] != "app" {
+		t.Fatalf("a change to one circuit's settings reached another: %v, %v", a.Settings(), b.Settings())
+	}
+	if c := circuits.New(circuits.Transaction, map[string]string{"DateStyle": "ISO"}); c.Settings()["application_name"] != "" {
+		t.Fatalf("different login settings shared: %v", c.Settings())
+	}
+}
+
+// What a client was told at login comes from its own settings over the
+// server's, before and after it changes a setting.
+func TestToldAtLogin(t *testing.T) {
+	c := circuits.New(circuits.Transaction, map[string]string{"DateStyle": "ISO", "TimeZone": "Europe/Paris"})
+	c.SetLoginReported(loginParams) // DateStyle "ISO, MDY", TimeZone "UTC"
+	c.SetReported("DateStyle", "ISO")
+	c.SetReported("TimeZone", "Europe/Paris")
+	c.SetReported("client_encoding", "UTF8")
+	if c.Reported("DateStyle", "ISO", false) || c.Reported("TimeZone", "Europe/Paris", false) {
+		t.Fatal("a value the client was told at login reported again")
+	}
+	if !c.Reported("DateStyle", "ISO, MDY", false) {
+		t.Fatal("the server's value, which the client was not told, not reported")
+	}
+	// A SET of its own gives the circuit its own settings; what it was
+	// told stays.
+	if !c.Reported("application_name", "x", true) {
+		t.Fatal("client change not reported")
+	}
+	if c.Reported("DateStyle", "ISO, MDY", false) || c.Reported("TimeZone", "Europe/Paris", false) {
+		t.Fatal("what the client was told changed with its settings")
+	}
+	want := map[string]string{"datestyle": "ISO", "timezone": "Europe/Paris", "application_name": "x"}
+	if !reflect.DeepEqual(c.Settings(), want) {
+		t.Fatalf("Settings = %v, want %v", c.Settings(), want)
+	}
+}
