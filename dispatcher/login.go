@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -421,13 +420,22 @@ func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Acti
 	circuit := circuits.New(l.pool.Mode, l.settings)
 	circuit.SetLoginReported(serverParams)
 	out := make([]byte, 0, 512)
-	for _, name := range slices.Sorted(maps.Keys(serverParams)) {
+	// Sorted on the stack, encoded without boxing: a login's garbage
+	// would share size classes with the connection's long-lived objects
+	// and leave holes among them once collected.
+	var buf [64]string
+	names := buf[:0]
+	for name := range serverParams {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
 		value := serverParams[name]
 		if v, ok := l.settings[strings.ToLower(name)]; ok {
 			value = v
 		}
 		circuit.SetReported(name, value)
-		out = wire.Append(out, &pgproto3.ParameterStatus{Name: name, Value: value})
+		out = wire.AppendParameterStatus(out, name, value)
 	}
 	// The client exists before it is registered: other goroutines reach
 	// it through the registry (cancel requests, shutdown).
