@@ -77,7 +77,7 @@ type Circuit struct {
 	// What the client has been told through ParameterStatus: the server's
 	// set at login (loginReported, shared with the pool's other clients
 	// and never written), with the client's own settings over it while
-	// they are the login set (see told), overridden by reported.
+	// they are the login set (toldAtLogin), overridden by reported.
 	loginReported map[string]string
 	reported      map[string]string
 	// statements are the client's named prepared statements (protocol
@@ -93,7 +93,7 @@ func New(mode Mode, settings map[string]string) *Circuit {
 
 // setting records a setting the client made, on a copy of the login set
 // the first time (the login overrides are moved into reported first, as
-// told reads them from the login set).
+// toldAtLogin reads them from the login set).
 func (c *Circuit) setting(name, value string) {
 	if !c.ownSettings {
 		for param, v := range c.loginReported {
