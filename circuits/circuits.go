@@ -6,6 +6,7 @@ package circuits
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -51,23 +52,34 @@ const (
 	TxFailed = 'E'
 )
 
-// Circuit is one client's session as the pooler sees it.
+// Circuit is one client's session as the pooler sees it. An idle
+// client holds little more than this struct: thousands of them are
+// mostly their circuits, so the maps are made only once they have
+// something to hold.
 type Circuit struct {
 	Mode Mode
-	// TxStatus is the status of the last ReadyForQuery the client was sent.
-	TxStatus byte
 	// outstanding counts requests (Query, Sync, FunctionCall) sent to a
 	// server whose ReadyForQuery has not come back yet. Erring high only
 	// keeps a server bound longer; it must never err low.
-	outstanding int
+	outstanding int32
+	// TxStatus is the status of the last ReadyForQuery the client was sent.
+	TxStatus byte
 	// openExtended: extended-protocol messages were sent since the last
 	// Sync, so the server holds an unnamed statement/portal for us.
 	openExtended bool
+	// ownSettings: settings is this circuit's own, not the login set it
+	// shares with the clients that logged in with the same settings.
+	ownSettings bool
 	// settings are the GUCs this client asked for (startup packet, options
-	// -c, and reported parameters it SET since), keyed by lower-case name.
-	settings map[string]string
-	// reported is what the client has been told through ParameterStatus.
-	reported map[string]string
+	// -c, and reported parameters it SET since), keyed by lower-case name;
+	// nil while there are none.
+	settings *settingSet
+	// What the client has been told through ParameterStatus: the server's
+	// set at login (loginReported, shared with the pool's other clients
+	// and never written), with the client's own settings over it while
+	// they are the login set (toldAtLogin), overridden by reported.
+	loginReported map[string]string
+	reported      map[string]string
 	// statements are the client's named prepared statements (protocol
 	// level): name → the Parse message that made it, so that any server
 	// can be given it before the client uses it there.
@@ -76,11 +88,28 @@ type Circuit struct {
 
 // New makes a circuit for a client that logged in with these settings.
 func New(mode Mode, settings map[string]string) *Circuit {
-	c := &Circuit{Mode: mode, TxStatus: TxIdle, settings: map[string]string{}, reported: map[string]string{}}
-	for k, v := range settings {
-		c.settings[strings.ToLower(k)] = v
+	return &Circuit{Mode: mode, TxStatus: TxIdle, settings: internSettings(settings)}
+}
+
+// setting records a setting the client made, on a copy of the login set
+// the first time (the login overrides are moved into reported first, as
+// toldAtLogin reads them from the login set).
+func (c *Circuit) setting(name, value string) {
+	if !c.ownSettings {
+		for param, v := range c.loginReported {
+			if s, ok := c.settings.get(strings.ToLower(param)); ok && s != v {
+				if _, changed := c.reported[param]; !changed {
+					c.putReported(param, s)
+				}
+			}
+		}
+		own := &settingSet{m: map[string]string{}}
+		if c.settings != nil {
+			maps.Copy(own.m, c.settings.m)
+		}
+		c.settings, c.ownSettings = own, true
 	}
-	return c
+	c.settings.m[strings.ToLower(name)] = value
 }
 
 // FromClient records a message the client sent, by type byte.
@@ -131,28 +160,73 @@ func Refuses(mode Mode, status byte) bool {
 // client onto other servers.
 func (c *Circuit) Reported(name, value string, fromClient bool) bool {
 	if fromClient {
-		c.settings[strings.ToLower(name)] = value
+		c.setting(name, value)
 	}
-	if old, ok := c.reported[name]; ok && old == value {
+	old, ok := c.reported[name]
+	if !ok {
+		old, ok = c.toldAtLogin(name)
+	}
+	if ok && old == value {
 		return false
 	}
-	c.reported[name] = value
+	c.SetReported(name, value)
 	return true
 }
 
-// SetReported seeds what the client was told at login.
-func (c *Circuit) SetReported(name, value string) { c.reported[name] = value }
+// toldAtLogin is what the client was told of name at login: the
+// server's value, or the client's own setting while the circuit still
+// holds its login set.
+func (c *Circuit) toldAtLogin(name string) (string, bool) {
+	v, ok := c.loginReported[name]
+	if ok && !c.ownSettings && c.settings != nil {
+		if s, set := c.settings.get(strings.ToLower(name)); set {
+			return s, true
+		}
+	}
+	return v, ok
+}
 
-// Settings returns the client's settings (read-only for callers).
-func (c *Circuit) Settings() map[string]string { return c.settings }
+// SetLoginReported seeds what the client was told at login with the
+// server's ParameterStatus set. The circuit keeps params itself (many
+// clients share one), so nobody may write to it afterwards.
+func (c *Circuit) SetLoginReported(params map[string]string) { c.loginReported = params }
 
-// Statements returns the client's named prepared statements, for the
-// serving server to read and update as it writes the client's messages.
-func (c *Circuit) Statements() map[string]string {
+// SetReported records that the client was told name = value.
+func (c *Circuit) SetReported(name, value string) {
+	if v, ok := c.toldAtLogin(name); ok && v == value {
+		delete(c.reported, name)
+		return
+	}
+	c.putReported(name, value)
+}
+
+func (c *Circuit) putReported(name, value string) {
+	if c.reported == nil {
+		c.reported = map[string]string{}
+	}
+	c.reported[name] = value
+}
+
+// Settings returns the client's settings (read-only for callers, and
+// possibly shared with other clients; nil when there are none).
+func (c *Circuit) Settings() map[string]string {
+	if c.settings == nil {
+		return nil
+	}
+	return c.settings.m
+}
+
+// Statements returns the client's named prepared statements (nil while
+// there are none), for the serving server to read, and delete from, as it
+// writes the client's messages.
+func (c *Circuit) Statements() map[string]string { return c.statements }
+
+// SetStatement records the Parse message that made the named statement.
+func (c *Circuit) SetStatement(name, parse string) {
 	if c.statements == nil {
 		c.statements = map[string]string{}
 	}
-	return c.statements
+	c.statements[name] = parse
 }
 
 // SettingsDiff returns what must run on a server whose pgmts-made settings

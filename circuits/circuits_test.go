@@ -309,3 +309,109 @@ func TestSettingsDiffSQLEndToEnd(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 }
+
+// loginParams is a PostgreSQL 15 ParameterStatus set, as a pool hands it
+// to every client that logs in.
+var loginParams = map[string]string{
+	"application_name": "", "client_encoding": "UTF8", "DateStyle": "ISO, MDY",
+	"default_transaction_read_only": "off", "in_hot_standby": "off",
+	"integer_datetimes": "on", "IntervalStyle": "postgres", "is_superuser": "off",
+	"server_encoding": "UTF8", "server_version": "15.18",
+	"session_authorization": "app", "standard_conforming_strings": "on", "TimeZone": "UTC",
+}
+
+// An idle client's circuit is most of what it costs: one that logged in
+// with no settings of its own shares the pool's ParameterStatus set and
+// allocates nothing but itself.
+func TestLoginCircuitAllocations(t *testing.T) {
+	allocs := testing.AllocsPerRun(100, func() {
+		c := circuits.New(circuits.Transaction, nil)
+		c.SetLoginReported(loginParams)
+		for name, value := range loginParams {
+			c.SetReported(name, value)
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("a circuit at login makes %v allocations, want 1 (itself)", allocs)
+	}
+}
+
+func TestReportedOverLoginSet(t *testing.T) {
+	c := circuits.New(circuits.Transaction, map[string]string{"application_name": "app"})
+	c.SetLoginReported(loginParams)
+	c.SetReported("application_name", "app") // the client's own, as login sends it
+	if c.Reported("application_name", "app", false) || c.Reported("TimeZone", "UTC", false) {
+		t.Fatal("a value the client was told at login reported again")
+	}
+	if !c.Reported("TimeZone", "Europe/Paris", false) {
+		t.Fatal("changed value not reported")
+	}
+	if !c.Reported("TimeZone", "UTC", false) {
+		t.Fatal("a change back to the login value not reported")
+	}
+	if c.Reported("TimeZone", "UTC", false) {
+		t.Fatal("same value reported twice")
+	}
+	if loginParams["TimeZone"] != "UTC" || loginParams["application_name"] != "" {
+		t.Fatal("the shared login set was written to")
+	}
+}
+
+// A client that never names a statement holds no map for them.
+func TestStatementsMadeOnFirstParse(t *testing.T) {
+	c := circuits.New(circuits.Transaction, nil)
+	if c.Statements() != nil {
+		t.Fatal("a new circuit has a statements map")
+	}
+	c.SetStatement("s1", "P...")
+	if got := c.Statements()["s1"]; got != "P..." {
+		t.Fatalf("Statements()[s1] = %q", got)
+	}
+}
+
+// Clients that log in with the same settings share them until one
+// changes a setting.
+func TestLoginSettingsShared(t *testing.T) {
+	a := circuits.New(circuits.Transaction, map[string]string{"DateStyle": "ISO", "application_name": "app"})
+	b := circuits.New(circuits.Transaction, map[string]string{"datestyle": "ISO", "application_name": "app"})
+	if reflect.ValueOf(a.Settings()).Pointer() != reflect.ValueOf(b.Settings()).Pointer() {
+		t.Fatal("circuits with the same login settings hold two maps")
+	}
+	if !a.Reported("application_name", "other", true) {
+		t.Fatal("client change not reported")
+	}
+	if a.Settings()["application_name"] != "other" || b.Settings()["application_name"] != "app" {
+		t.Fatalf("a change to one circuit's settings reached another: %v, %v", a.Settings(), b.Settings())
+	}
+	if c := circuits.New(circuits.Transaction, map[string]string{"DateStyle": "ISO"}); c.Settings()["application_name"] != "" {
+		t.Fatalf("different login settings shared: %v", c.Settings())
+	}
+}
+
+// What a client was told at login comes from its own settings over the
+// server's, before and after it changes a setting.
+func TestToldAtLogin(t *testing.T) {
+	c := circuits.New(circuits.Transaction, map[string]string{"DateStyle": "ISO", "TimeZone": "Europe/Paris"})
+	c.SetLoginReported(loginParams) // DateStyle "ISO, MDY", TimeZone "UTC"
+	c.SetReported("DateStyle", "ISO")
+	c.SetReported("TimeZone", "Europe/Paris")
+	c.SetReported("client_encoding", "UTF8")
+	if c.Reported("DateStyle", "ISO", false) || c.Reported("TimeZone", "Europe/Paris", false) {
+		t.Fatal("a value the client was told at login reported again")
+	}
+	if !c.Reported("DateStyle", "ISO, MDY", false) {
+		t.Fatal("the server's value, which the client was not told, not reported")
+	}
+	// A SET of its own gives the circuit its own settings; what it was
+	// told stays.
+	if !c.Reported("application_name", "x", true) {
+		t.Fatal("client change not reported")
+	}
+	if c.Reported("DateStyle", "ISO, MDY", false) || c.Reported("TimeZone", "Europe/Paris", false) {
+		t.Fatal("what the client was told changed with its settings")
+	}
+	want := map[string]string{"datestyle": "ISO", "timezone": "Europe/Paris", "application_name": "x"}
+	if !reflect.DeepEqual(c.Settings(), want) {
+		t.Fatalf("Settings = %v, want %v", c.Settings(), want)
+	}
+}

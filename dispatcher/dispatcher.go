@@ -42,6 +42,9 @@ type Dispatcher struct {
 	// held are the connections SUSPEND stopped reading, or whose login
 	// it holds (loop-owned).
 	held map[*clientConn]struct{}
+	// types is frame's scratch list of message type bytes: Submit reads it
+	// before it returns, so one per loop does for all its clients.
+	types []byte
 
 	tcp      bool            // listens on TCP (not the unix socket)
 	retiring atomic.Bool     // SetDispatchers retired it
@@ -319,21 +322,18 @@ type clientConn struct {
 	// closed: closing was asked for; gone: the connection is closed.
 	closed, gone bool
 	// need is how many buffered bytes the next step waits for, so a big
-	// message is not re-peeked on every read.
-	need int
+	// message is not re-peeked on every read (at most max_packet_size).
+	need int32
 
 	login *login
-	// tlsState is set once a TLS client's handshake is done; tlsBinding is
-	// its SCRAM-SHA-256-PLUS channel binding data.
-	tlsState   *tls.ConnectionState
-	tlsBinding []byte
-	pid        uint32
-	key        [4]byte
-	client     *queue.Client
-	types      []byte
+	// tlsState is set once a TLS client's handshake is done.
+	tlsState *tls.ConnectionState
+	pid      uint32
+	key      [4]byte
+	client   *queue.Client
 }
 
-type phase int
+type phase uint8
 
 const (
 	phaseStartup phase = iota
@@ -345,7 +345,7 @@ const (
 func (cc *clientConn) onTraffic() gnet.Action {
 	for !cc.closed {
 		c := cc.c
-		if cc.phase == phasePreparing || c.InboundBuffered() < cc.need {
+		if cc.phase == phasePreparing || c.InboundBuffered() < int(cc.need) {
 			return gnet.None
 		}
 		if cc.phase == phaseReady && cc.d.g.holds(cc.client.Pool) {
@@ -421,7 +421,7 @@ func (cc *clientConn) fatal(e *wire.Error) gnet.Action {
 // ones to the client's server in one batch.
 func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 	pos := 0
-	cc.types = cc.types[:0]
+	cc.d.types = cc.d.types[:0]
 	for {
 		typ, size, ok := wire.Header(buf[pos:])
 		if !ok {
@@ -434,14 +434,14 @@ func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 			return pos, cc.fatal(wire.Fatal("08P01", "invalid message length %d (type %q): max_packet_size is %d", size-1, typ, cc.d.g.cfg().Pgmts.MaxPacketSize))
 		}
 		if size > len(buf)-pos {
-			cc.need = size
+			cc.need = int32(size)
 			break
 		}
 		if typ == 'X' {
 			cc.submit(buf[:pos])
 			return pos + size, gnet.Close
 		}
-		cc.types = append(cc.types, typ)
+		cc.d.types = append(cc.d.types, typ)
 		pos += size
 	}
 	if pos > 0 {
@@ -458,7 +458,7 @@ func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 
 func (cc *clientConn) submit(b []byte) {
 	if len(b) > 0 {
-		cc.d.stats.framed(len(cc.types), len(b))
-		cc.client.Submit(b, cc.types)
+		cc.d.stats.framed(len(cc.d.types), len(b))
+		cc.client.Submit(b, cc.d.types)
 	}
 }

@@ -46,6 +46,9 @@ type Group struct {
 	handOffs       atomic.Uint64
 	hosted         atomic.Uint64 // servers hosted so far (NextLoop's turn)
 	wg             sync.WaitGroup
+	// quit ends the group's own goroutines (releaseAfterLogins).
+	quit     chan struct{}
+	quitOnce sync.Once
 
 	mu       sync.Mutex
 	byPID    map[uint32]*clientConn // cancel keys
@@ -74,7 +77,7 @@ type liveConfig struct {
 
 // New prepares the dispatchers; Start opens the listeners.
 func New(cfg *config.Config, router queue.Router, log *slog.Logger) (*Group, error) {
-	g := &Group{router: router, log: log, byPID: map[uint32]*clientConn{}, tlsConns: map[*tlsConn]struct{}{}}
+	g := &Group{router: router, log: log, byPID: map[uint32]*clientConn{}, tlsConns: map[*tlsConn]struct{}{}, quit: make(chan struct{})}
 	if err := g.Reload(cfg); err != nil {
 		return nil, err
 	}
@@ -127,6 +130,7 @@ func (g *Group) Start() error {
 		return fmt.Errorf("cannot listen on %s: %w", g.cfg().Pgmts.Listen, err)
 	}
 	_ = ln.Close()
+	g.wg.Go(func() { g.releaseAfterLogins(g.quit) })
 	if err := g.SetDispatchers(n); err != nil {
 		g.Stop()
 		return err
@@ -387,6 +391,7 @@ func (g *Group) Stop() {
 	g.dmu.Unlock()
 	stopping.Wait()
 	g.closeTLS()
+	g.quitOnce.Do(func() { close(g.quit) })
 	g.wg.Wait()
 }
 

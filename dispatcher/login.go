@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -34,6 +33,9 @@ type login struct {
 	scram  *auth.SCRAMExchange
 	// scramStarted: the client-first message was answered.
 	scramStarted bool
+	// tlsBinding is a TLS client's SCRAM-SHA-256-PLUS channel binding
+	// data: needed for the login only.
+	tlsBinding []byte
 	// out holds messages for the client until it has to read them (flush),
 	// so that SASL final, AuthenticationOk and the ready messages leave in
 	// one write: one system call and one wake-up of the client.
@@ -82,7 +84,7 @@ func (cc *clientConn) startup(buf []byte) (int, gnet.Action) {
 		return 0, gnet.None
 	}
 	if len(buf) < size {
-		cc.need = size
+		cc.need = int32(size)
 		return 0, gnet.None
 	}
 	cc.need = 4
@@ -95,7 +97,7 @@ func (cc *clientConn) startup(buf []byte) (int, gnet.Action) {
 	}
 	switch st.Kind {
 	case wire.KindSSL, wire.KindGSSENC:
-		if cc.login.sslAsked || cc.tlsBinding != nil {
+		if cc.login.sslAsked || cc.login.tlsBinding != nil {
 			return size, cc.fatal(wire.Fatal("08P01", "unexpected second SSL or GSSAPI encryption request"))
 		}
 		cc.login.sslAsked = true
@@ -217,15 +219,15 @@ func (cc *clientConn) challenge() gnet.Action {
 		_, _ = rand.Read(l.salt[:])
 		l.send(&pgproto3.AuthenticationMD5Password{Salt: l.salt})
 	default:
-		x, err := l.secret.NewSCRAM(l.user, cc.tlsBinding)
+		x, err := l.secret.NewSCRAM(l.user, l.tlsBinding)
 		if err != nil {
 			cc.d.log.Warn("user's password is stored as md5, which SCRAM cannot use; set a plain password or a SCRAM verifier, or auth_type = \"md5\"", "user", l.user)
-			x, _ = cc.d.g.decoy.NewSCRAM(l.user, cc.tlsBinding)
+			x, _ = cc.d.g.decoy.NewSCRAM(l.user, l.tlsBinding)
 			l.known = false
 		}
 		l.scram = x
 		mechanisms := []string{scramSHA256}
-		if cc.tlsBinding != nil {
+		if l.tlsBinding != nil {
 			mechanisms = []string{scramSHA256Plus, scramSHA256}
 		}
 		l.send(&pgproto3.AuthenticationSASL{AuthMechanisms: mechanisms})
@@ -277,7 +279,7 @@ func (cc *clientConn) authMessage(buf []byte) (int, gnet.Action) {
 		return 0, cc.fatal(wire.Fatal("08P01", "invalid authentication message length %d", size-1))
 	}
 	if len(buf) < size {
-		cc.need = size
+		cc.need = int32(size)
 		return 0, gnet.None
 	}
 	cc.need = 5
@@ -315,7 +317,7 @@ func (cc *clientConn) authMessage(buf []byte) (int, gnet.Action) {
 		if r.Decode(body) != nil {
 			return size, cc.fatal(wire.Fatal("08P01", "malformed SASL initial response"))
 		}
-		if r.AuthMechanism != scramSHA256 && (r.AuthMechanism != scramSHA256Plus || cc.tlsBinding == nil) {
+		if r.AuthMechanism != scramSHA256 && (r.AuthMechanism != scramSHA256Plus || l.tlsBinding == nil) {
 			return size, cc.fatal(wire.Fatal("08P01", "client selected an invalid SASL authentication mechanism %q", r.AuthMechanism))
 		}
 		first, err := l.scram.Step(string(r.Data))
@@ -439,14 +441,24 @@ func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Acti
 		return cc.fatal(we)
 	}
 	circuit := circuits.New(l.pool.Mode, l.settings)
+	circuit.SetLoginReported(serverParams)
 	out := l.out
-	for _, name := range slices.Sorted(maps.Keys(serverParams)) {
+	// Sorted on the stack, encoded without boxing: a login's garbage
+	// would share size classes with the connection's long-lived objects
+	// and leave holes among them once collected.
+	var buf [64]string
+	names := buf[:0]
+	for name := range serverParams {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
 		value := serverParams[name]
 		if v, ok := l.settings[strings.ToLower(name)]; ok {
 			value = v
 		}
 		circuit.SetReported(name, value)
-		out = wire.Append(out, &pgproto3.ParameterStatus{Name: name, Value: value})
+		out = wire.AppendParameterStatus(out, name, value)
 	}
 	// The client exists before it is registered: other goroutines reach
 	// it through the registry (cancel requests, shutdown).

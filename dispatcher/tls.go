@@ -81,11 +81,11 @@ func (cc *clientConn) startTLS(offer *tlsOffer, pending []byte, direct bool) gne
 		cc.d.log.Error("cannot hand a client to TLS", "addr", gc.RemoteAddr(), "err", err)
 		return cc.fatal(wire.Fatal("XX000", "pgmts cannot start TLS: %v", err))
 	}
-	t := &tlsConn{cc: cc, raw: raw, addr: gc.RemoteAddr(), kick: make(chan struct{}, 1)}
+	t := &tlsConn{cc: cc, raw: raw, addr: gc.RemoteAddr()}
 	cc.c = t
 	cc.d.g.addTLS(t)
 	cc.d.g.wg.Go(func() { t.serve(offer.config, append([]byte(nil), pending...), direct) })
-	cc.tlsBinding = offer.binding
+	cc.login.tlsBinding = offer.binding
 	return gnet.None
 }
 
@@ -107,7 +107,9 @@ func detach(gc gnet.Conn) (net.Conn, error) {
 }
 
 // tlsConn is a client's TLS session. Loop side: the conn methods. Socket
-// side: serve (handshake, then reading) and writeLoop.
+// side: serve (handshake, then reading) and flush, a goroutine that runs
+// only while there is something to send, so an idle client has one
+// goroutine (its reader), not two.
 type tlsConn struct {
 	cc   *clientConn
 	raw  net.Conn
@@ -117,13 +119,13 @@ type tlsConn struct {
 	// client is the logged-in client, for Stop (which runs off the loop).
 	client atomic.Pointer[queue.Client]
 
-	mu      sync.Mutex
-	out     []byte // bytes to encrypt and send
-	spare   []byte
-	writing int  // bytes being sent now
-	closing bool // close after sending out
-	writer  bool // the handshake is done and writeLoop runs
-	kick    chan struct{}
+	mu        sync.Mutex
+	out       []byte // bytes to encrypt and send
+	spare     []byte
+	writing   int  // bytes being sent now
+	closing   bool // close after sending out
+	handshook bool // the handshake is done: flush may run
+	flushing  bool // flush runs (or ended the connection)
 }
 
 func (t *tlsConn) InboundBuffered() int { return len(t.in) }
@@ -141,9 +143,19 @@ func (t *tlsConn) Discard(n int) (int, error) {
 func (t *tlsConn) Write(b []byte) (int, error) {
 	t.mu.Lock()
 	t.out = append(t.out, b...)
+	t.startFlush()
 	t.mu.Unlock()
-	signal(t.kick)
 	return len(b), nil
+}
+
+// startFlush starts flush if it has something to do and is not running
+// (with t.mu held).
+func (t *tlsConn) startFlush() {
+	if !t.handshook || t.flushing || len(t.out) == 0 && !t.closing {
+		return
+	}
+	t.flushing = true
+	t.cc.d.g.wg.Go(t.flush)
 }
 
 func (t *tlsConn) OutboundBuffered() int {
@@ -158,23 +170,16 @@ func (t *tlsConn) OutboundBuffered() int {
 func (t *tlsConn) Close() error {
 	t.mu.Lock()
 	t.closing = true
-	writer := t.writer
+	handshook := t.handshook
+	t.startFlush()
 	t.mu.Unlock()
-	if !writer {
+	if !handshook {
 		return t.raw.Close()
 	}
-	signal(t.kick)
 	return nil
 }
 
 func (t *tlsConn) RemoteAddr() net.Addr { return t.addr }
-
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
 
 // serve runs the handshake, then reads the client and hands what it sent
 // to the loop, until the connection ends.
@@ -187,8 +192,8 @@ func (t *tlsConn) serve(cfg *tls.Config, pending []byte, direct bool) {
 		if t.closing {
 			err = errors.New("closed during the handshake")
 		} else {
-			t.writer = true
-			d.g.wg.Go(t.writeLoop)
+			t.handshook = true
+			t.startFlush()
 		}
 		t.mu.Unlock()
 	}
@@ -200,7 +205,12 @@ func (t *tlsConn) serve(cfg *tls.Config, pending []byte, direct bool) {
 	}
 	state := t.tc.ConnectionState()
 	d.run(func() { t.cc.tlsState = &state })
-	buf := make([]byte, 16<<10) // one TLS record at most
+	// An idle client's reader waits in Read with its buffer: a small one of
+	// its own, and a TLS record's worth (16 KiB, pooled) only while reads
+	// fill the small one.
+	small := make([]byte, 512)
+	buf := small
+	var big *[]byte
 	for {
 		n, err := t.tc.Read(buf)
 		if n > 0 {
@@ -212,16 +222,33 @@ func (t *tlsConn) serve(cfg *tls.Config, pending []byte, direct bool) {
 				}
 			})
 		}
+		switch {
+		case big == nil && n == len(small):
+			big = tlsReadBuffers.Get().(*[]byte)
+			buf = *big
+		case big != nil && n < len(small):
+			tlsReadBuffers.Put(big)
+			big, buf = nil, small
+		}
 		if err != nil {
+			if big != nil {
+				tlsReadBuffers.Put(big)
+			}
 			t.mu.Lock()
 			t.closing = true
+			t.startFlush()
 			t.mu.Unlock()
-			signal(t.kick)
 			d.run(func() { d.closed(t.cc) })
 			return
 		}
 	}
 }
+
+// tlsReadBuffers are the TLS readers' record-sized buffers.
+var tlsReadBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 16<<10) // one TLS record at most
+	return &b
+}}
 
 func (t *tlsConn) handshake(cfg *tls.Config, pending []byte, direct bool) error {
 	if !direct {
@@ -241,33 +268,40 @@ func (t *tlsConn) handshake(cfg *tls.Config, pending []byte, direct bool) error 
 	return nil
 }
 
-// writeLoop encrypts and sends what the loop wrote, then closes the
-// connection once asked to and everything is sent.
-func (t *tlsConn) writeLoop() {
-	for range t.kick {
-		for {
-			t.mu.Lock()
-			data, closing := t.out, t.closing
-			if len(data) > 0 {
-				t.out, t.writing = t.spare[:0], len(data)
+// flush encrypts and sends what the loop wrote until nothing is left,
+// then closes the connection if asked to. After closing, or an error,
+// flushing stays set: nothing is sent any more.
+func (t *tlsConn) flush() {
+	for {
+		t.mu.Lock()
+		data, closing := t.out, t.closing
+		if len(data) > 0 {
+			t.out, t.writing = t.spare[:0], len(data)
+		} else if !closing {
+			t.flushing = false
+			// An idle client keeps no big reply's buffers.
+			if cap(t.out) > 4<<10 {
+				t.out = nil
+			}
+			if cap(t.spare) > 4<<10 {
+				t.spare = nil
 			}
 			t.mu.Unlock()
-			if len(data) == 0 {
-				if !closing {
-					break
-				}
-				_ = t.tc.SetWriteDeadline(time.Now().Add(time.Second)) // close_notify may not be read
-				_ = t.tc.Close()
-				return
-			}
-			_, err := t.tc.Write(data)
-			t.mu.Lock()
-			t.spare, t.writing = data[:0], 0
-			t.mu.Unlock()
-			if err != nil {
-				_ = t.raw.Close() // serve sees it and tells the loop
-				return
-			}
+			return
+		}
+		t.mu.Unlock()
+		if len(data) == 0 {
+			_ = t.tc.SetWriteDeadline(time.Now().Add(time.Second)) // close_notify may not be read
+			_ = t.tc.Close()
+			return
+		}
+		_, err := t.tc.Write(data)
+		t.mu.Lock()
+		t.spare, t.writing = data[:0], 0
+		t.mu.Unlock()
+		if err != nil {
+			_ = t.raw.Close() // serve sees it and tells the loop
+			return
 		}
 	}
 }

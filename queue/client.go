@@ -18,7 +18,8 @@ import (
 type Backend interface {
 	// Prepare makes sure the pool can reach PostgreSQL and reports the
 	// server's ParameterStatus set (or why the login was refused), by
-	// calling done from any goroutine.
+	// calling done from any goroutine. The pool's clients share params:
+	// nobody writes to it.
 	Prepare(done func(params map[string]string, err error))
 	// Cancel cancels the query the client's server is running, if any.
 	Cancel(c *Client)
@@ -51,7 +52,7 @@ type Router interface {
 	LookupUser(database, user string, done func(auth.Secret, error))
 }
 
-type clientState int
+type clientState uint8
 
 const (
 	stateIdle   clientState = iota // no request pending, no server
@@ -60,24 +61,24 @@ const (
 )
 
 // Client is one client connection's meeting point: its circuit, the request
-// bytes a server has not taken yet, and where the replies go.
+// bytes a server has not taken yet, and where the replies go. Every idle
+// client holds one, so what only some need is made when they need it.
 type Client struct {
 	ID        uint64
 	Pool      *Pool
 	Responses *ResponseQueue
 	// Conn is the dispatcher's own handle for the connection.
 	Conn any
-	// Connected is when the client logged in.
-	Connected time.Time
+	// connected is when the client logged in (Nanotime).
+	connected int64
 
 	mu      sync.Mutex
-	circuit *circuits.Circuit
+	circuit circuits.Circuit
 	inbox   []byte
-	state   clientState
 	server  any // the shared server serving it (stateServed)
-	closed  bool
-	// wake tells the serving server that the inbox has bytes or the client
-	// is gone.
+	// wake tells a serving goroutine that the inbox has bytes or the
+	// client is gone; Begin makes it for a server that is not a hosted
+	// Server (those are poked on their loop).
 	wake chan struct{}
 
 	// queued counts reply bytes handed to the dispatcher and not yet
@@ -85,9 +86,12 @@ type Client struct {
 	// bytes); outbound is the connection's unsent buffer as last seen by
 	// the dispatcher. Together they are the backpressure signal.
 	queued   atomic.Int64
-	pending  atomic.Int32
 	outbound atomic.Int64
-	drained  chan struct{}
+	pending  atomic.Int32
+	// state and closed are guarded by mu; here they fill pending's padding.
+	state   clientState
+	closed  bool
+	drained atomic.Pointer[chan struct{}] // made by Drained
 
 	cancelTarget atomic.Pointer[CancelTarget]
 
@@ -101,11 +105,14 @@ type CancelTarget struct {
 	Key              []byte
 }
 
-// NewClient makes the handle for a logged-in client.
+// NewClient makes the handle for a logged-in client; the client takes the
+// circuit over.
 func NewClient(id uint64, pool *Pool, responses *ResponseQueue, conn any, c *circuits.Circuit) *Client {
-	return &Client{ID: id, Pool: pool, Responses: responses, Conn: conn, circuit: c, Connected: time.Now(),
-		wake: make(chan struct{}, 1), drained: make(chan struct{}, 1)}
+	return &Client{ID: id, Pool: pool, Responses: responses, Conn: conn, circuit: *c, connected: Nanotime()}
 }
+
+// Connected is when the client logged in.
+func (c *Client) Connected() time.Time { return NanotimeToTime(c.connected) }
 
 func signal(ch chan struct{}) {
 	select {
@@ -135,9 +142,9 @@ func (c *Client) Submit(data []byte, types []byte) bool {
 		c.Pool.Requests.enqueue(c, c.Responses.loop)
 		return true
 	case stateServed:
-		srv := c.server
+		srv, wake := c.server, c.wake
 		c.mu.Unlock()
-		c.wakeServer(srv)
+		c.wakeServer(srv, wake)
 		return true
 	}
 	c.mu.Unlock()
@@ -145,13 +152,14 @@ func (c *Client) Submit(data []byte, types []byte) bool {
 }
 
 // wakeServer tells the server serving the client (a hosted Server, or a
-// goroutine waiting on Wake) that there is something to do.
-func (c *Client) wakeServer(srv any) {
+// goroutine waiting on wake, read under the lock) that there is something
+// to do.
+func (c *Client) wakeServer(srv any, wake chan struct{}) {
 	if s, ok := srv.(Server); ok {
 		poke(s, c.Responses.loop)
 		return
 	}
-	signal(c.wake)
+	signal(wake)
 }
 
 // Close marks the client gone. A server serving it is woken to clean up;
@@ -161,12 +169,12 @@ func (c *Client) Close() {
 	c.mu.Lock()
 	c.closed = true
 	served := c.state == stateServed
-	srv := c.server
+	srv, wake := c.server, c.wake
 	c.mu.Unlock()
 	if served {
-		c.wakeServer(srv)
+		c.wakeServer(srv, wake)
 	}
-	signal(c.drained)
+	c.signalDrained()
 }
 
 // Closed reports whether the client is gone.
@@ -187,6 +195,9 @@ func (c *Client) Begin(server any) bool {
 	}
 	c.state = stateServed
 	c.server = server
+	if _, hosted := server.(Server); !hosted && c.wake == nil {
+		c.wake = make(chan struct{}, 1)
+	}
 	return true
 }
 
@@ -206,8 +217,13 @@ func (c *Client) Take(server any, spare []byte) (data []byte, mine, gone bool) {
 	return data, true, false
 }
 
-// Wake is the channel a serving server waits on for new bytes or a close.
-func (c *Client) Wake() <-chan struct{} { return c.wake }
+// Wake is the channel a serving goroutine waits on for new bytes or a
+// close (nil before a Begin by a server that is not a hosted Server).
+func (c *Client) Wake() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.wake
+}
 
 // Ready records the server's ReadyForQuery and lets the server go when the
 // pool mode allows it and nothing else waits; it reports whether it did.
@@ -216,8 +232,7 @@ func (c *Client) Ready(server any, status byte) (released bool) {
 	defer c.mu.Unlock()
 	c.circuit.Ready(status)
 	if c.server == server && c.circuit.Releasable() && len(c.inbox) == 0 && !c.closed {
-		c.state = stateIdle
-		c.server = nil
+		c.goIdle()
 		return true
 	}
 	return false
@@ -227,10 +242,23 @@ func (c *Client) Ready(server any, status byte) (released bool) {
 func (c *Client) Release(server any) {
 	c.mu.Lock()
 	if c.server == server {
-		c.state = stateIdle
-		c.server = nil
+		c.goIdle()
 	}
 	c.mu.Unlock()
+}
+
+// idleInbox is the most inbox capacity a client keeps between requests:
+// its next small request needs no allocation, and a big request's buffer
+// (Take hands clients the servers' spares) is not held while it sits idle.
+const idleInbox = 1024
+
+// goIdle lets the server go (with c.mu held).
+func (c *Client) goIdle() {
+	c.state = stateIdle
+	c.server = nil
+	if len(c.inbox) == 0 && cap(c.inbox) > idleInbox {
+		c.inbox = nil
+	}
 }
 
 // Idle reports whether the client's session is between transactions with
@@ -244,7 +272,7 @@ func (c *Client) Idle() bool {
 // Circuit runs fn with the client's circuit under the client's lock.
 func (c *Client) Circuit(fn func(*circuits.Circuit)) {
 	c.mu.Lock()
-	fn(c.circuit)
+	fn(&c.circuit)
 	c.mu.Unlock()
 }
 
@@ -257,13 +285,33 @@ func (c *Client) CancelTarget() *CancelTarget { return c.cancelTarget.Load() }
 // Backlog is the reply bytes not yet on the client's socket.
 func (c *Client) Backlog() int64 { return c.queued.Load() + c.outbound.Load() }
 
-// Drained is signalled when the dispatcher sees the backlog fall.
-func (c *Client) Drained() <-chan struct{} { return c.drained }
+// Drained is signalled when the dispatcher sees the backlog fall, or the
+// client closes. Only a client whose reader is too slow needs it, so it is
+// made at the first call: call it before asking for a fresh reading.
+func (c *Client) Drained() <-chan struct{} {
+	if ch := c.drained.Load(); ch != nil {
+		return *ch
+	}
+	ch := make(chan struct{}, 1)
+	if !c.drained.CompareAndSwap(nil, &ch) {
+		return *c.drained.Load()
+	}
+	if c.Closed() { // a Close before the CompareAndSwap found no channel
+		signal(ch)
+	}
+	return ch
+}
+
+func (c *Client) signalDrained() {
+	if ch := c.drained.Load(); ch != nil {
+		signal(*ch)
+	}
+}
 
 // SetOutbound is called by the dispatcher with the connection's unsent bytes.
 func (c *Client) SetOutbound(n int) {
 	c.outbound.Store(int64(n))
-	signal(c.drained)
+	c.signalDrained()
 }
 
 // Fail sends the client a final error and closes its connection.

@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"testing"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -310,5 +311,45 @@ func TestClientFail(t *testing.T) {
 	items[0].Done()
 	if c.Backlog() != 0 {
 		t.Fatalf("Backlog after Done = %d", c.Backlog())
+	}
+}
+
+// Every idle client holds a Client: it stays one allocation (the
+// circuit is copied in) of at most 224 bytes, with no channels until a
+// server that needs one asks.
+func TestClientFootprint(t *testing.T) {
+	var c queue.Client
+	if size := unsafe.Sizeof(c); size > 224 {
+		t.Fatalf("queue.Client is %d bytes, want at most 224", size)
+	}
+	p := newPool(circuits.Transaction)
+	rq := queue.NewResponseQueue(func() {})
+	ci := circuits.New(p.Mode, nil)
+	allocs := testing.AllocsPerRun(100, func() { queue.NewClient(1, p, rq, nil, ci) })
+	if allocs > 1 {
+		t.Fatalf("NewClient makes %v allocations, want 1", allocs)
+	}
+}
+
+// A client going idle keeps a small inbox for its next request, but not
+// the big buffer of a large one.
+func TestIdleClientDropsBigInbox(t *testing.T) {
+	for _, size := range []int{100, 64 << 10} {
+		p := newPool(circuits.Transaction)
+		c := newClient(1, p, nil)
+		msg := make([]byte, size)
+		msg[0] = 'Q'
+		c.Submit(msg, []byte{'Q'})
+		serve(t, p, c, "srv")
+		data, _, _ := c.Take("srv", make([]byte, 0, size))
+		if len(data) != size {
+			t.Fatalf("took %d bytes, want %d", len(data), size)
+		}
+		if !c.Ready("srv", circuits.TxIdle) {
+			t.Fatal("not released")
+		}
+		if got := c.InboxCap(); size <= 1024 && got < size || size > 1024 && got != 0 {
+			t.Fatalf("after a %d-byte request the idle client's inbox holds %d bytes", size, got)
+		}
 	}
 }

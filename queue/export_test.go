@@ -19,3 +19,10 @@ func (q *RequestQueue) Backdate(ages ...time.Duration) {
 		q.items[q.head+i].enqueued = now.Add(-a)
 	}
 }
+
+// InboxCap is the capacity of the client's inbox.
+func (c *Client) InboxCap() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cap(c.inbox)
+}

@@ -93,7 +93,7 @@ func (c *Client) Snapshot() ClientSnapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := ClientSnapshot{
-		ID: c.ID, Pool: c.Pool, Server: c.server, Connected: c.Connected,
+		ID: c.ID, Pool: c.Pool, Server: c.server, Connected: c.Connected(),
 		TxStatus: c.circuit.TxStatus, Busy: c.circuit.Busy(), Idle: c.circuit.Idle(),
 		ApplicationName: c.circuit.Settings()["application_name"],
 		Requests:        c.stats.requests, Messages: c.stats.messages, Received: c.stats.received,

@@ -368,7 +368,8 @@ func (s *Server) applySettings(c *queue.Client) error {
 	c.Circuit(func(ci *circuits.Circuit) {
 		set, reset = circuits.SettingsDiff(s.settings, ci.Settings())
 		if len(set)+len(reset) > 0 {
-			s.settings = maps.Clone(ci.Settings())
+			clear(s.settings)
+			maps.Copy(s.settings, ci.Settings())
 		}
 	})
 	if len(set)+len(reset) == 0 {
@@ -648,9 +649,10 @@ func (s *Server) detach(gc gnet.Conn, c *queue.Client) gnet.Action {
 // gone, then hosts the backend again. gnet has no "drained" event: the
 // dispatcher is asked for a fresh reading, at most once a millisecond.
 func (s *Server) waitForClient(c *queue.Client, conn net.Conn) {
+	drained := c.Drained() // before the first reading is asked for
 	for c.Backlog() > highWater/4 && !c.Closed() {
 		c.Responses.Push(queue.Reply{Client: c, Poll: true})
-		<-c.Drained()
+		<-drained
 		if c.Backlog() > highWater/4 {
 			time.Sleep(time.Millisecond)
 		}

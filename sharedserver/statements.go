@@ -64,7 +64,8 @@ func (s *Server) prepareStatements(c *queue.Client, data []byte) []byte {
 						slip(off, closeStatement(name), '3')
 					}
 					msg := string(data[off : off+size])
-					prep[name] = msg
+					ci.SetStatement(name, msg)
+					prep = ci.Statements()
 					s.statements[name] = msg
 				}
 			case 'B':

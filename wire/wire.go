@@ -226,6 +226,17 @@ func Append(dst []byte, m pgproto3.Message) []byte {
 	return out
 }
 
+// AppendParameterStatus appends a ParameterStatus message (as Append
+// would, without boxing one).
+func AppendParameterStatus(dst []byte, name, value string) []byte {
+	n := 4 + len(name) + 1 + len(value) + 1
+	dst = append(dst, 'S', byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	dst = append(dst, value...)
+	return append(dst, 0)
+}
+
 // ErrorFields decodes the fields of an ErrorResponse or NoticeResponse body.
 func ErrorFields(body []byte) *Error {
 	var er pgproto3.ErrorResponse

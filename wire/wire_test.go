@@ -470,3 +470,15 @@ func TestAppendPanicsOnUnencodable(t *testing.T) {
 	}()
 	wire.Append(nil, &pgproto3.StartupMessage{ProtocolVersion: wire.Protocol30, Parameters: map[string]string{"user": "a\x00b"}})
 }
+
+func TestAppendParameterStatus(t *testing.T) {
+	for _, p := range [][2]string{{"TimeZone", "Europe/Paris"}, {"application_name", ""}} {
+		want := wire.Append([]byte("x"), &pgproto3.ParameterStatus{Name: p[0], Value: p[1]})
+		if got := wire.AppendParameterStatus([]byte("x"), p[0], p[1]); string(got) != string(want) {
+			t.Fatalf("AppendParameterStatus(%q, %q) = %q, want %q", p[0], p[1], got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { wire.AppendParameterStatus(make([]byte, 0, 64), "TimeZone", "UTC") }); n > 1 {
+		t.Fatalf("%v allocations, want only the caller's buffer", n)
+	}
+}
