@@ -22,6 +22,12 @@ import (
 	"github.com/panjf2000/gnet/v2/internal/gfd"
 )
 
+// connIndex is the connection's place in the matrix (pgmts: embedded in
+// conn so that conn_map.go builds go without it).
+type connIndex struct {
+	gfd gfd.GFD
+}
+
 type connMatrix struct {
 	disableCompact bool                          // disable compaction when it is true
 	connCounts     [gfd.ConnMatrixRowMax]int32   // number of active connections in event-loop

@@ -25,7 +25,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/panjf2000/gnet/v2/internal/gfd"
 	"github.com/panjf2000/gnet/v2/pkg/bs"
 	"github.com/panjf2000/gnet/v2/pkg/buffer/elastic"
 	errorx "github.com/panjf2000/gnet/v2/pkg/errors"
@@ -37,12 +36,11 @@ import (
 )
 
 type conn struct {
+	connIndex                             // gnet file descriptor, gc_opt builds only (pgmts)
 	fd             int                    // file descriptor
-	gfd            gfd.GFD                // gnet file descriptor
 	ctx            any                    // user-defined context
 	safeCtx        atomic.Pointer[any]    // safe user-defined context
-	remote         unix.Sockaddr          // remote socket address
-	proto          string                 // protocol name: "tcp", "udp", or "unix".
+	remote         unix.Sockaddr          // remote socket address, UDP only (pgmts)
 	localAddr      net.Addr               // local addr
 	remoteAddr     net.Addr               // remote addr
 	loop           *eventloop             // connected event-loop
@@ -52,21 +50,25 @@ type conn struct {
 	buffer         []byte                 // buffer for the latest bytes
 	cache          []byte                 // temporary cache for the inbound data
 	isDatagram     bool                   // UDP protocol
+	protoTCP       bool                   // protocol name was "tcp" (pgmts: a bool, not the string)
 	opened         bool                   // connection opened event fired
 	isEOF          bool                   // whether the connection has reached EOF
 }
 
-func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, localAddr, remoteAddr net.Addr) (c *conn) {
+func newStreamConn(proto string, fd int, el *eventloop, localAddr, remoteAddr net.Addr) (c *conn) {
 	c = &conn{
 		fd:             fd,
-		proto:          proto,
-		remote:         sa,
+		protoTCP:       proto == "tcp",
 		loop:           el,
 		localAddr:      localAddr,
 		remoteAddr:     remoteAddr,
 		pollAttachment: netpoll.PollAttachment{FD: fd},
 	}
-	c.pollAttachment.Callback = c.processIO
+	// pgmts: only the poll_opt pollers call it; the method value costs an
+	// allocation per connection.
+	if pollCallbacks {
+		c.pollAttachment.Callback = c.processIO
+	}
 	c.outboundBuffer.Reset(el.engine.opts.WriteBufferCap)
 	return
 }
@@ -74,8 +76,6 @@ func newStreamConn(proto string, fd int, el *eventloop, sa unix.Sockaddr, localA
 func newUDPConn(fd int, el *eventloop, localAddr net.Addr, sa unix.Sockaddr, connected bool) (c *conn) {
 	c = &conn{
 		fd:             fd,
-		proto:          "udp",
-		gfd:            gfd.NewGFD(fd, el.idx, 0, 0),
 		remote:         sa,
 		loop:           el,
 		localAddr:      localAddr,
@@ -110,7 +110,6 @@ func (c *conn) release() {
 	c.localAddr = nil
 	c.remoteAddr = nil
 	if !c.isDatagram {
-		c.remote = nil
 		c.inboundBuffer.Done()
 		c.outboundBuffer.Release()
 	}
@@ -485,14 +484,14 @@ func (c *conn) SetNoDelay(noDelay bool) error {
 }
 
 func (c *conn) SetKeepAlivePeriod(d time.Duration) error {
-	if c.proto != "tcp" {
+	if !c.protoTCP {
 		return errorx.ErrUnsupportedOp
 	}
 	return socket.SetKeepAlivePeriod(c.fd, int(d.Seconds()))
 }
 
 func (c *conn) SetKeepAlive(enabled bool, idle, intvl time.Duration, cnt int) error {
-	if c.proto != "tcp" {
+	if !c.protoTCP {
 		return errorx.ErrUnsupportedOp
 	}
 	return socket.SetKeepAlive(c.fd, enabled, int(idle.Seconds()), int(intvl.Seconds()), cnt)

@@ -156,21 +156,21 @@ func (el *eventloop) enroll(c net.Conn, addr net.Addr, ctx any) (resCh chan Regi
 		)
 		switch c.(type) {
 		case *net.UnixConn:
-			sockAddr, _, _, err = socket.GetUnixSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
+			_, _, _, err = socket.GetUnixSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
 			if err != nil {
 				resCh <- RegisteredResult{Err: err}
 				return
 			}
 			ua := c.LocalAddr().(*net.UnixAddr)
 			ua.Name = c.RemoteAddr().String() + "." + strconv.Itoa(dupFD)
-			gc = newStreamConn("unix", dupFD, el, sockAddr, c.LocalAddr(), c.RemoteAddr())
+			gc = newStreamConn("unix", dupFD, el, c.LocalAddr(), c.RemoteAddr())
 		case *net.TCPConn:
-			sockAddr, _, _, _, err = socket.GetTCPSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
+			_, _, _, _, err = socket.GetTCPSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
 			if err != nil {
 				resCh <- RegisteredResult{Err: err}
 				return
 			}
-			gc = newStreamConn("tcp", dupFD, el, sockAddr, c.LocalAddr(), c.RemoteAddr())
+			gc = newStreamConn("tcp", dupFD, el, c.LocalAddr(), c.RemoteAddr())
 		case *net.UDPConn:
 			sockAddr, _, _, _, err = socket.GetUDPSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
 			if err != nil {

@@ -24,6 +24,9 @@ import (
 	"github.com/panjf2000/gnet/v2/pkg/netpoll"
 )
 
+// pollCallbacks: this poller calls PollAttachment.Callback (pgmts).
+const pollCallbacks = false
+
 func (el *eventloop) rotate() error {
 	if el.engine.opts.LockOSThread {
 		runtime.LockOSThread()

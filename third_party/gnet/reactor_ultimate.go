@@ -23,6 +23,9 @@ import (
 	errorx "github.com/panjf2000/gnet/v2/pkg/errors"
 )
 
+// pollCallbacks: this poller calls PollAttachment.Callback (pgmts).
+const pollCallbacks = true
+
 func (el *eventloop) rotate() error {
 	if el.engine.opts.LockOSThread {
 		runtime.LockOSThread()

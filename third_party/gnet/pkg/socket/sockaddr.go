@@ -114,13 +114,25 @@ func UnixAddrToSockaddr(addr *net.UnixAddr) (unix.Sockaddr, int) {
 func SockaddrToTCPOrUnixAddr(sa unix.Sockaddr) net.Addr {
 	switch sa := sa.(type) {
 	case *unix.SockaddrInet4:
-		return &net.TCPAddr{IP: sa.Addr[0:], Port: sa.Port}
+		a := &tcpAddr{}
+		a.TCPAddr = net.TCPAddr{IP: append(a.ip[:0], sa.Addr[:]...), Port: sa.Port}
+		return &a.TCPAddr
 	case *unix.SockaddrInet6:
-		return &net.TCPAddr{IP: sa.Addr[0:], Port: sa.Port, Zone: ip6ZoneToString(sa.ZoneId)}
+		a := &tcpAddr{}
+		a.TCPAddr = net.TCPAddr{IP: append(a.ip[:0], sa.Addr[:]...), Port: sa.Port, Zone: ip6ZoneToString(sa.ZoneId)}
+		return &a.TCPAddr
 	case *unix.SockaddrUnix:
 		return &net.UnixAddr{Name: sa.Name, Net: "unix"}
 	}
 	return nil
+}
+
+// tcpAddr keeps a TCP address and its IP in one object (pgmts): the IP
+// used to alias the accepted Sockaddr, which then stayed alive as long as
+// the connection, a second long-lived object.
+type tcpAddr struct {
+	net.TCPAddr
+	ip [16]byte
 }
 
 // SockaddrToUDPAddr converts a unix.Sockaddr to a net.UDPAddr
