@@ -40,7 +40,7 @@ type conn struct {
 	fd             int                    // file descriptor
 	ctx            any                    // user-defined context
 	safeCtx        atomic.Pointer[any]    // safe user-defined context
-	remote         unix.Sockaddr          // remote socket address, UDP only (pgmts)
+	remote         *unix.Sockaddr         // peer of an unconnected UDP socket (pgmts: a pointer, and nil for stream conns)
 	localAddr      net.Addr               // local addr
 	remoteAddr     net.Addr               // remote addr
 	loop           *eventloop             // connected event-loop
@@ -76,15 +76,14 @@ func newStreamConn(proto string, fd int, el *eventloop, localAddr, remoteAddr ne
 func newUDPConn(fd int, el *eventloop, localAddr net.Addr, sa unix.Sockaddr, connected bool) (c *conn) {
 	c = &conn{
 		fd:             fd,
-		remote:         sa,
 		loop:           el,
 		localAddr:      localAddr,
 		remoteAddr:     socket.SockaddrToUDPAddr(sa),
 		isDatagram:     true,
 		pollAttachment: netpoll.PollAttachment{FD: fd, Callback: el.readUDP},
 	}
-	if connected {
-		c.remote = nil
+	if !connected && sa != nil {
+		c.remote = &sa
 	}
 	return
 }
@@ -301,7 +300,7 @@ func (c *conn) sendTo(buf []byte, addr unix.Sockaddr) (n int, err error) {
 	if c.remote == nil { // connected UDP socket of client
 		return len(buf), unix.Send(c.fd, buf, 0)
 	}
-	return len(buf), unix.Sendto(c.fd, buf, 0, c.remote) // unconnected UDP socket of server
+	return len(buf), unix.Sendto(c.fd, buf, 0, *c.remote) // unconnected UDP socket of server
 }
 
 func (c *conn) resetBuffer() {
