@@ -11,8 +11,9 @@ import (
 	"strings"
 )
 
-// Mode is a pool's pooling mode.
-type Mode int
+// Mode is a pool's pooling mode. A byte, so that it packs with a
+// Circuit's other small fields (queue.Client's size class).
+type Mode uint8
 
 const (
 	Session Mode = iota
@@ -57,11 +58,11 @@ const (
 // mostly their circuits, so the maps are made only once they have
 // something to hold.
 type Circuit struct {
-	Mode Mode
 	// outstanding counts requests (Query, Sync, FunctionCall) sent to a
 	// server whose ReadyForQuery has not come back yet. Erring high only
 	// keeps a server bound longer; it must never err low.
 	outstanding int32
+	Mode        Mode
 	// TxStatus is the status of the last ReadyForQuery the client was sent.
 	TxStatus byte
 	// openExtended: extended-protocol messages were sent since the last

@@ -76,10 +76,6 @@ type Client struct {
 	circuit circuits.Circuit
 	inbox   []byte
 	server  any // the shared server serving it (stateServed)
-	// wake tells a serving goroutine that the inbox has bytes or the
-	// client is gone; Begin makes it for a server that is not a hosted
-	// Server (those are poked on their loop).
-	wake chan struct{}
 
 	// queued counts reply bytes handed to the dispatcher and not yet
 	// written, pending the replies themselves (a reply may carry no
@@ -89,13 +85,44 @@ type Client struct {
 	outbound atomic.Int64
 	pending  atomic.Int32
 	// state and closed are guarded by mu; here they fill pending's padding.
-	state   clientState
-	closed  bool
-	drained atomic.Pointer[chan struct{}] // made by Drained
+	state  clientState
+	closed bool
+	// rare holds what few clients need, made at first use (clientRare).
+	rare atomic.Pointer[clientRare]
 
 	cancelTarget atomic.Pointer[CancelTarget]
 
 	stats clientStats
+}
+
+// clientRare is the part of a Client only some clients need, kept apart
+// so that every idle client is smaller.
+type clientRare struct {
+	// wake tells a serving goroutine that the inbox has bytes or the
+	// client is gone; Begin makes it, under the client's mu, for a server
+	// that is not a hosted Server (those are poked on their loop).
+	wake    chan struct{}
+	drained atomic.Pointer[chan struct{}] // made by Drained
+}
+
+// rareFields returns c.rare, making it if need be.
+func (c *Client) rareFields() *clientRare {
+	if r := c.rare.Load(); r != nil {
+		return r
+	}
+	r := &clientRare{}
+	if c.rare.CompareAndSwap(nil, r) {
+		return r
+	}
+	return c.rare.Load()
+}
+
+// wake is the serving goroutine's channel, nil if none; call with mu held.
+func (c *Client) wake() chan struct{} {
+	if r := c.rare.Load(); r != nil {
+		return r.wake
+	}
+	return nil
 }
 
 // CancelTarget is the backend a client's query runs on, for CancelRequest.
@@ -142,7 +169,7 @@ func (c *Client) Submit(data []byte, types []byte) bool {
 		c.Pool.Requests.enqueue(c, c.Responses.loop)
 		return true
 	case stateServed:
-		srv, wake := c.server, c.wake
+		srv, wake := c.server, c.wake()
 		c.mu.Unlock()
 		c.wakeServer(srv, wake)
 		return true
@@ -169,7 +196,7 @@ func (c *Client) Close() {
 	c.mu.Lock()
 	c.closed = true
 	served := c.state == stateServed
-	srv, wake := c.server, c.wake
+	srv, wake := c.server, c.wake()
 	c.mu.Unlock()
 	if served {
 		c.wakeServer(srv, wake)
@@ -195,8 +222,8 @@ func (c *Client) Begin(server any) bool {
 	}
 	c.state = stateServed
 	c.server = server
-	if _, hosted := server.(Server); !hosted && c.wake == nil {
-		c.wake = make(chan struct{}, 1)
+	if _, hosted := server.(Server); !hosted && c.wake() == nil {
+		c.rareFields().wake = make(chan struct{}, 1)
 	}
 	return true
 }
@@ -222,7 +249,7 @@ func (c *Client) Take(server any, spare []byte) (data []byte, mine, gone bool) {
 func (c *Client) Wake() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.wake
+	return c.wake()
 }
 
 // Ready records the server's ReadyForQuery and lets the server go when the
@@ -289,12 +316,13 @@ func (c *Client) Backlog() int64 { return c.queued.Load() + c.outbound.Load() }
 // client closes. Only a client whose reader is too slow needs it, so it is
 // made at the first call: call it before asking for a fresh reading.
 func (c *Client) Drained() <-chan struct{} {
-	if ch := c.drained.Load(); ch != nil {
+	r := c.rareFields()
+	if ch := r.drained.Load(); ch != nil {
 		return *ch
 	}
 	ch := make(chan struct{}, 1)
-	if !c.drained.CompareAndSwap(nil, &ch) {
-		return *c.drained.Load()
+	if !r.drained.CompareAndSwap(nil, &ch) {
+		return *r.drained.Load()
 	}
 	if c.Closed() { // a Close before the CompareAndSwap found no channel
 		signal(ch)
@@ -303,8 +331,10 @@ func (c *Client) Drained() <-chan struct{} {
 }
 
 func (c *Client) signalDrained() {
-	if ch := c.drained.Load(); ch != nil {
-		signal(*ch)
+	if r := c.rare.Load(); r != nil {
+		if ch := r.drained.Load(); ch != nil {
+			signal(*ch)
+		}
 	}
 }
 
