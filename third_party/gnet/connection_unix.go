@@ -29,59 +29,53 @@ import (
 	"github.com/panjf2000/gnet/v2/pkg/buffer/elastic"
 	errorx "github.com/panjf2000/gnet/v2/pkg/errors"
 	gio "github.com/panjf2000/gnet/v2/pkg/io"
-	"github.com/panjf2000/gnet/v2/pkg/netpoll"
 	bsPool "github.com/panjf2000/gnet/v2/pkg/pool/byteslice"
 	"github.com/panjf2000/gnet/v2/pkg/queue"
 	"github.com/panjf2000/gnet/v2/pkg/socket"
 )
 
 type conn struct {
-	connIndex                             // gnet file descriptor, gc_opt builds only (pgmts)
-	fd             int                    // file descriptor
-	ctx            any                    // user-defined context
-	safeCtx        atomic.Pointer[any]    // safe user-defined context
-	remote         *unix.Sockaddr         // peer of an unconnected UDP socket (pgmts: a pointer, and nil for stream conns)
-	localAddr      net.Addr               // local addr
-	remoteAddr     net.Addr               // remote addr
-	loop           *eventloop             // connected event-loop
-	outboundBuffer elastic.Buffer         // buffer for data that is eligible to be sent to the remote
-	pollAttachment netpoll.PollAttachment // connection attachment for poller
-	inboundBuffer  elastic.RingBuffer     // buffer for leftover data from the remote
-	buffer         []byte                 // buffer for the latest bytes
-	cache          []byte                 // temporary cache for the inbound data
-	isDatagram     bool                   // UDP protocol
-	protoTCP       bool                   // protocol name was "tcp" (pgmts: a bool, not the string)
-	opened         bool                   // connection opened event fired
-	isEOF          bool                   // whether the connection has reached EOF
+	connIndex                          // gnet file descriptor, gc_opt builds only (pgmts)
+	fd             int                 // file descriptor
+	ctx            any                 // user-defined context
+	safeCtx        atomic.Pointer[any] // safe user-defined context
+	remote         *unix.Sockaddr      // peer of an unconnected UDP socket (pgmts: a pointer, and nil for stream conns)
+	localAddr      net.Addr            // local addr
+	remoteAddr     net.Addr            // remote addr
+	loop           *eventloop          // connected event-loop
+	outboundBuffer elastic.Buffer      // buffer for data that is eligible to be sent to the remote
+	connPoll                           // connection attachment for poller, if the poller keeps one (pgmts)
+	inboundBuffer  elastic.RingBuffer  // buffer for leftover data from the remote
+	buffer         []byte              // buffer for the latest bytes
+	cache          []byte              // temporary cache for the inbound data
+	isDatagram     bool                // UDP protocol
+	protoTCP       bool                // protocol name was "tcp" (pgmts: a bool, not the string)
+	opened         bool                // connection opened event fired
+	isEOF          bool                // whether the connection has reached EOF
 }
 
 func newStreamConn(proto string, fd int, el *eventloop, localAddr, remoteAddr net.Addr) (c *conn) {
 	c = &conn{
-		fd:             fd,
-		protoTCP:       proto == "tcp",
-		loop:           el,
-		localAddr:      localAddr,
-		remoteAddr:     remoteAddr,
-		pollAttachment: netpoll.PollAttachment{FD: fd},
+		fd:         fd,
+		protoTCP:   proto == "tcp",
+		loop:       el,
+		localAddr:  localAddr,
+		remoteAddr: remoteAddr,
 	}
-	// pgmts: only the poll_opt pollers call it; the method value costs an
-	// allocation per connection.
-	if pollCallbacks {
-		c.pollAttachment.Callback = c.processIO
-	}
+	initStreamPoll(c)
 	c.outboundBuffer.Reset(el.engine.opts.WriteBufferCap)
 	return
 }
 
 func newUDPConn(fd int, el *eventloop, localAddr net.Addr, sa unix.Sockaddr, connected bool) (c *conn) {
 	c = &conn{
-		fd:             fd,
-		loop:           el,
-		localAddr:      localAddr,
-		remoteAddr:     socket.SockaddrToUDPAddr(sa),
-		isDatagram:     true,
-		pollAttachment: netpoll.PollAttachment{FD: fd, Callback: el.readUDP},
+		fd:         fd,
+		loop:       el,
+		localAddr:  localAddr,
+		remoteAddr: socket.SockaddrToUDPAddr(sa),
+		isDatagram: true,
 	}
+	initUDPPoll(c, el)
 	if !connected && sa != nil {
 		c.remote = &sa
 	}
@@ -163,7 +157,7 @@ loop:
 		if err == unix.EAGAIN {
 			_, err = c.outboundBuffer.Write(data)
 			if !isET {
-				err = c.loop.poller.ModReadWrite(&c.pollAttachment, isET)
+				err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
 			}
 			return
 		}
@@ -176,7 +170,7 @@ loop:
 	// Failed to send all data back to the remote, buffer the leftover data for the next round.
 	if len(data) > 0 {
 		_, _ = c.outboundBuffer.Write(data)
-		err = c.loop.poller.ModReadWrite(&c.pollAttachment, isET)
+		err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
 	}
 
 	return
@@ -213,7 +207,7 @@ loop:
 		if err == unix.EAGAIN {
 			_, err = c.outboundBuffer.Writev(bs)
 			if !isET {
-				err = c.loop.poller.ModReadWrite(&c.pollAttachment, isET)
+				err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
 			}
 			return
 		}
@@ -239,7 +233,7 @@ loop:
 	// Failed to send all data back to the remote, buffer the leftover data for the next round.
 	if remaining > 0 {
 		_, _ = c.outboundBuffer.Writev(bs)
-		err = c.loop.poller.ModReadWrite(&c.pollAttachment, isET)
+		err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
 	}
 
 	return

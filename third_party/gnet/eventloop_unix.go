@@ -213,11 +213,14 @@ func (el *eventloop) register(a any) error {
 }
 
 func (el *eventloop) register0(c *conn) error {
-	addEvents := el.poller.AddRead
+	// pgmts: direct calls, so that the attachment stays on the stack.
+	var err error
 	if el.engine.opts.EdgeTriggeredIO {
-		addEvents = el.poller.AddReadWrite
+		err = el.poller.AddReadWrite(c.pollAttachment(), true)
+	} else {
+		err = el.poller.AddRead(c.pollAttachment(), false)
 	}
-	if err := addEvents(&c.pollAttachment, el.engine.opts.EdgeTriggeredIO); err != nil {
+	if err != nil {
 		_ = unix.Close(c.fd)
 		c.release()
 		return err
@@ -240,7 +243,7 @@ func (el *eventloop) open(c *conn) error {
 	}
 
 	if !c.outboundBuffer.IsEmpty() && !el.engine.opts.EdgeTriggeredIO {
-		if err := el.poller.ModReadWrite(&c.pollAttachment, false); err != nil {
+		if err := el.poller.ModReadWrite(c.pollAttachment(), false); err != nil {
 			return err
 		}
 	}
@@ -346,7 +349,7 @@ loop:
 	// All data have been sent, it's no need to monitor the writable events for LT mode,
 	// remove the writable event from poller to help the future event-loops if necessary.
 	if !isET && c.outboundBuffer.IsEmpty() {
-		return el.poller.ModRead(&c.pollAttachment, false)
+		return el.poller.ModRead(c.pollAttachment(), false)
 	}
 
 	// To prevent infinite writing in ET mode and starving other events,

@@ -24,8 +24,20 @@ import (
 	"github.com/panjf2000/gnet/v2/pkg/netpoll"
 )
 
-// pollCallbacks: this poller calls PollAttachment.Callback (pgmts).
-const pollCallbacks = false
+// connPoll is what a conn keeps for the poller: nothing, since the
+// default pollers take only the fd and keep no PollAttachment (pgmts: a
+// conn's attachment and its method-value callback cost 16 bytes and an
+// allocation per connection).
+type connPoll struct{}
+
+// pollAttachment is made on the caller's stack for each poller call.
+func (c *conn) pollAttachment() *netpoll.PollAttachment {
+	return &netpoll.PollAttachment{FD: c.fd}
+}
+
+func initStreamPoll(*conn) {}
+
+func initUDPPoll(*conn, *eventloop) {}
 
 func (el *eventloop) rotate() error {
 	if el.engine.opts.LockOSThread {

@@ -21,10 +21,24 @@ import (
 	"runtime"
 
 	errorx "github.com/panjf2000/gnet/v2/pkg/errors"
+	"github.com/panjf2000/gnet/v2/pkg/netpoll"
 )
 
-// pollCallbacks: this poller calls PollAttachment.Callback (pgmts).
-const pollCallbacks = true
+// connPoll is the conn's attachment: these pollers keep a pointer to it
+// and call its Callback.
+type connPoll struct {
+	pa netpoll.PollAttachment
+}
+
+func (c *conn) pollAttachment() *netpoll.PollAttachment { return &c.pa }
+
+func initStreamPoll(c *conn) {
+	c.pa = netpoll.PollAttachment{FD: c.fd, Callback: c.processIO}
+}
+
+func initUDPPoll(c *conn, el *eventloop) {
+	c.pa = netpoll.PollAttachment{FD: c.fd, Callback: el.readUDP}
+}
 
 func (el *eventloop) rotate() error {
 	if el.engine.opts.LockOSThread {
