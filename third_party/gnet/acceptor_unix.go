@@ -93,7 +93,6 @@ func (el *eventloop) accept(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) e
 		return errors.ErrAcceptSocket
 	}
 
-	remoteAddr := socket.SockaddrToTCPOrUnixAddr(sa)
 	if opts := el.engine.opts; opts.TCPKeepAlive > 0 && el.listeners[fd].network == "tcp" &&
 		(runtime.GOOS != "linux" && runtime.GOOS != "freebsd" && runtime.GOOS != "dragonfly") {
 		// TCP keepalive options are not inherited from the listening socket
@@ -111,6 +110,9 @@ func (el *eventloop) accept(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) e
 		}
 	}
 
-	c := newStreamConn(network, nfd, el, el.listeners[fd].addr, remoteAddr)
+	c := newStreamConn(network, nfd, el, el.listeners[fd].addr, nil)
+	if !c.setPeer(sa) {
+		c.remoteAddr = socket.SockaddrToTCPOrUnixAddr(sa)
+	}
 	return el.register0(c)
 }

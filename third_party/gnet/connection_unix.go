@@ -48,10 +48,36 @@ type conn struct {
 	inboundBuffer  elastic.RingBuffer  // buffer for leftover data from the remote
 	buffer         []byte              // buffer for the latest bytes
 	cache          []byte              // temporary cache for the inbound data
+	peerIP         [16]byte            // accepted TCP peer's IP, see setPeer (pgmts)
 	isDatagram     bool                // UDP protocol
 	protoTCP       bool                // protocol name was "tcp" (pgmts: a bool, not the string)
 	opened         bool                // connection opened event fired
 	isEOF          bool                // whether the connection has reached EOF
+	peerPort       uint16              // accepted TCP peer's port
+	peerLen        uint8               // peerIP's length (4 or 16), 0 if there is no peer there
+}
+
+// setPeer keeps an accepted TCP peer's address in the conn, for RemoteAddr
+// to make a net.TCPAddr of when asked (pgmts: it was a 64-byte object kept
+// per connection). It reports false for other addresses (and IPv6 ones
+// with a zone), which go to remoteAddr as before.
+func (c *conn) setPeer(sa unix.Sockaddr) bool {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		copy(c.peerIP[:], sa.Addr[:])
+		c.peerLen = 4
+		c.peerPort = uint16(sa.Port)
+	case *unix.SockaddrInet6:
+		if sa.ZoneId != 0 {
+			return false
+		}
+		c.peerIP = sa.Addr
+		c.peerLen = 16
+		c.peerPort = uint16(sa.Port)
+	default:
+		return false
+	}
+	return true
 }
 
 func newStreamConn(proto string, fd int, el *eventloop, localAddr, remoteAddr net.Addr) (c *conn) {
@@ -102,6 +128,7 @@ func (c *conn) release() {
 	}
 	c.localAddr = nil
 	c.remoteAddr = nil
+	c.peerLen = 0
 	if !c.isDatagram {
 		c.inboundBuffer.Done()
 		c.outboundBuffer.Release()
@@ -453,10 +480,15 @@ func (c *conn) OutboundBuffered() int {
 	return c.outboundBuffer.Buffered()
 }
 
-func (c *conn) Context() any         { return c.ctx }
-func (c *conn) SetContext(ctx any)   { c.ctx = ctx }
-func (c *conn) LocalAddr() net.Addr  { return c.localAddr }
-func (c *conn) RemoteAddr() net.Addr { return c.remoteAddr }
+func (c *conn) Context() any        { return c.ctx }
+func (c *conn) SetContext(ctx any)  { c.ctx = ctx }
+func (c *conn) LocalAddr() net.Addr { return c.localAddr }
+func (c *conn) RemoteAddr() net.Addr {
+	if c.peerLen != 0 {
+		return socket.NewTCPAddr(c.peerIP[:c.peerLen], int(c.peerPort))
+	}
+	return c.remoteAddr
+}
 
 // Implementation of Socket interface
 

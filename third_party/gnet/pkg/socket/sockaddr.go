@@ -135,6 +135,13 @@ type tcpAddr struct {
 	ip [16]byte
 }
 
+// NewTCPAddr returns a TCP address with a copy of ip, in one object.
+func NewTCPAddr(ip []byte, port int) *net.TCPAddr {
+	a := &tcpAddr{}
+	a.TCPAddr = net.TCPAddr{IP: append(a.ip[:0], ip...), Port: port}
+	return &a.TCPAddr
+}
+
 // SockaddrToUDPAddr converts a unix.Sockaddr to a net.UDPAddr
 // Returns nil if conversion fails.
 func SockaddrToUDPAddr(sa unix.Sockaddr) net.Addr {
