@@ -1,9 +1,11 @@
 package dispatcher
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -470,7 +472,11 @@ func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Acti
 	out = wire.Append(out, &pgproto3.BackendKeyData{ProcessID: cc.pid, SecretKey: cc.key[:]})
 	out = wire.Append(out, &pgproto3.ReadyForQuery{TxStatus: 'I'})
 	_, _ = cc.c.Write(out)
-	cc.d.log.Debug("client logged in", "client", cc.client.ID, "database", l.database, "user", l.user, "addr", cc.c.RemoteAddr())
+	// Checked first: the arguments' boxes and the remote address (made at
+	// each RemoteAddr call) would be garbage of every login.
+	if cc.d.log.Enabled(context.Background(), slog.LevelDebug) {
+		cc.d.log.Debug("client logged in", "client", cc.client.ID, "database", l.database, "user", l.user, "addr", cc.c.RemoteAddr())
+	}
 	cc.login = nil
 	delete(cc.d.logins, cc)
 	cc.phase = phaseReady
