@@ -5,6 +5,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -140,7 +141,11 @@ func ParseStartup(pkt []byte) (*Startup, error) {
 	if major != 3 {
 		return nil, &StartupError{Code: "0A000", Message: fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0 to 3.2", major, code&0xffff)}
 	}
-	s := &Startup{Kind: KindStartup, Protocol: code}
+	// One allocation for the parameters (a name and a value per pair of
+	// NULs; capped, as NULs cost a client nothing): an appended slice would
+	// leave a garbage array per doubling, in the small size classes
+	// long-lived per-client objects use.
+	s := &Startup{Kind: KindStartup, Protocol: code, Params: make([]Param, 0, min(bytes.Count(body, []byte{0})/2, 16))}
 	terminated := false
 	for len(body) > 0 {
 		name, rest, ok := cstring(body)
