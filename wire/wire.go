@@ -142,10 +142,11 @@ func ParseStartup(pkt []byte) (*Startup, error) {
 		return nil, &StartupError{Code: "0A000", Message: fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0 to 3.2", major, code&0xffff)}
 	}
 	// One allocation for the parameters (a name and a value per pair of
-	// NULs; capped, as NULs cost a client nothing): an appended slice would
-	// leave a garbage array per doubling, in the small size classes
-	// long-lived per-client objects use.
-	s := &Startup{Kind: KindStartup, Protocol: code, Params: make([]Param, 0, min(bytes.Count(body, []byte{0})/2, 16))}
+	// NULs; capped, as NULs cost a client nothing), of at least 4 (128
+	// bytes): an appended slice would leave garbage arrays, and one of 2
+	// would be garbage, in the size classes of long-lived per-client
+	// objects (32 and 64 bytes).
+	s := &Startup{Kind: KindStartup, Protocol: code, Params: make([]Param, 0, max(min(bytes.Count(body, []byte{0})/2, 16), 4))}
 	terminated := false
 	for len(body) > 0 {
 		name, rest, ok := cstring(body)
