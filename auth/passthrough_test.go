@@ -129,42 +129,46 @@ func TestSCRAMExchangeKeys(t *testing.T) {
 func TestSCRAMClientLogsIn(t *testing.T) {
 	secret := mustParse(t, pgVerifierPostgres)
 	good := SCRAMKeys{ClientKey: clientKeyFor(t, "postgres", []byte(secret.scram.Salt), secret.scram.Iters), ServerKey: secret.scram.ServerKey}
-	run := func(keys SCRAMKeys) (serverErr, clientErr error) {
-		x, err := secret.NewSCRAM("alice", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := NewSCRAMClient(keys)
-		serverFirst, err := x.Step(c.First())
-		if err != nil {
-			t.Fatal(err)
-		}
-		clientFinal, err := c.Final(serverFirst)
-		if err != nil {
-			t.Fatal(err)
-		}
-		serverFinal, err := x.Step(clientFinal)
-		if err != nil {
-			return err, nil
-		}
-		return nil, c.Verify(serverFinal)
-	}
-	if s, c := run(good); s != nil || c != nil {
+	if s, c := scramLogin(t, secret, good); s != nil || c != nil {
 		t.Fatalf("good keys: server %v, client %v", s, c)
 	}
 	badClient := good
 	badClient.ClientKey = bytes.Clone(good.ClientKey)
 	badClient.ClientKey[0] ^= 1
-	if s, _ := run(badClient); !errors.Is(s, ErrBadProof) {
+	if s, _ := scramLogin(t, secret, badClient); !errors.Is(s, ErrBadProof) {
 		t.Fatalf("wrong ClientKey: server said %v", s)
 	}
 	badServer := good
 	badServer.ServerKey = bytes.Clone(good.ServerKey)
 	badServer.ServerKey[0] ^= 1
-	if _, c := run(badServer); c == nil {
+	if _, c := scramLogin(t, secret, badServer); c == nil {
 		t.Fatal("a server signature made with another ServerKey passed")
 	}
 	if _, err := NewSCRAMClient(good).Final("r=other,s=c2FsdA==,i=4096"); err == nil {
 		t.Fatal("a server nonce that does not extend ours passed")
 	}
+}
+
+// scramLogin runs one SCRAM-SHA-256 login of a SCRAMClient holding keys
+// against secret: the server's error, else the client's check of the
+// server's signature.
+func scramLogin(tb testing.TB, secret Secret, keys SCRAMKeys) (serverErr, clientErr error) {
+	x, err := secret.NewSCRAM("alice", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := NewSCRAMClient(keys)
+	serverFirst, err := x.Step(c.First())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	clientFinal, err := c.Final(serverFirst)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	serverFinal, err := x.Step(clientFinal)
+	if err != nil {
+		return err, nil
+	}
+	return nil, c.Verify(serverFinal)
 }
