@@ -53,11 +53,12 @@ func (l *login) send(m pgproto3.Message) {
 }
 
 // flush writes the queued login messages; it is called wherever the login
-// then waits for the client or for another goroutine.
+// then waits for the client or for another goroutine. The buffer is kept
+// for the next ones: Write copies what it cannot send at once.
 func (cc *clientConn) flush() {
 	if l := cc.login; l != nil && len(l.out) > 0 {
 		_, _ = cc.c.Write(l.out)
-		l.out = nil
+		l.out = l.out[:0]
 	}
 }
 
@@ -327,7 +328,8 @@ func (cc *clientConn) authMessage(buf []byte) (int, gnet.Action) {
 			return size, cc.fatal(wire.Fatal("08P01", "malformed SCRAM message: %v", err))
 		}
 		l.scramStarted = true
-		_, _ = cc.c.Write(wire.Append(nil, &pgproto3.AuthenticationSASLContinue{Data: []byte(first)}))
+		l.send(&pgproto3.AuthenticationSASLContinue{Data: []byte(first)})
+		cc.flush()
 		return size, gnet.None
 	}
 }
