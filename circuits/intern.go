@@ -1,6 +1,7 @@
 package circuits
 
 import (
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -41,13 +42,7 @@ func internSettings(settings map[string]string) *settingSet {
 		lower[strings.ToLower(k)] = v
 	}
 	var key strings.Builder
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range lower {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(lower)) {
 		// A NUL cannot be in a startup parameter, so the form is unambiguous.
 		key.WriteString(k)
 		key.WriteByte(0)
