@@ -235,8 +235,7 @@ func Append(dst []byte, m pgproto3.Message) []byte {
 // AppendParameterStatus appends a ParameterStatus message (as Append
 // would, without boxing one).
 func AppendParameterStatus(dst []byte, name, value string) []byte {
-	n := 4 + len(name) + 1 + len(value) + 1
-	dst = append(dst, 'S', byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	dst = binary.BigEndian.AppendUint32(append(dst, 'S'), uint32(4+len(name)+1+len(value)+1))
 	dst = append(dst, name...)
 	dst = append(dst, 0)
 	dst = append(dst, value...)
