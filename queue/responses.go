@@ -24,6 +24,11 @@ type ResponseQueue struct {
 	// reply at once, for a server running on that same loop.
 	loop    Loop
 	deliver func(*Reply)
+	// now holds the reply Send writes at once, so that it is not
+	// allocated per reply (a *Reply passed to a func value escapes);
+	// delivering marks it in use. Both belong to the loop.
+	now        Reply
+	delivering bool
 
 	mu      sync.Mutex
 	items   []Reply
@@ -50,8 +55,14 @@ func (q *ResponseQueue) Attach(loop Loop, deliver func(*Reply)) {
 // written at once instead.
 func (q *ResponseQueue) Send(r Reply, from Loop) {
 	if from != nil && from == q.loop && r.Client.pending.Load() == 0 {
-		q.deliver(&r)
-		r.settle()
+		if q.delivering { // a Send from inside deliver (closing a client)
+			q.Push(r)
+			return
+		}
+		q.delivering, q.now = true, r
+		q.deliver(&q.now)
+		q.now.settle()
+		q.delivering = false
 		return
 	}
 	q.Push(r)

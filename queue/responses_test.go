@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"encoding/binary"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -339,4 +340,42 @@ func BenchmarkResponseQueueManyProducers(b *testing.B) {
 	})
 	close(stop)
 	<-drained
+}
+
+// sameLoop is a queue.Loop for tests where everything runs on the caller.
+type sameLoop struct{}
+
+func (sameLoop) Run(fn func()) error               { fn(); return nil }
+func (sameLoop) Host(net.Conn, queue.Hosted) error { return nil }
+
+// TestSendOnOwnLoop: a reply sent from the queue's own loop is written at
+// once and allocates nothing; one sent from inside that write (a client
+// closed while being written to) is queued, after it.
+func TestSendOnOwnLoop(t *testing.T) {
+	var wakes int
+	q := queue.NewResponseQueue(func() { wakes++ })
+	c := newClient(1, newPool(circuits.Transaction), q)
+	var written []string
+	loop := sameLoop{}
+	q.Attach(loop, func(r *queue.Reply) {
+		written = append(written, string(r.Data))
+		if string(r.Data) == "first" {
+			q.Send(queue.Reply{Client: c, Data: []byte("nested")}, loop)
+		}
+	})
+	q.Send(queue.Reply{Client: c, Data: []byte("first")}, loop)
+	if len(written) != 1 || written[0] != "first" || wakes != 1 {
+		t.Fatalf("written %q, wakes %d", written, wakes)
+	}
+	items := q.Drain()
+	if len(items) != 1 || string(items[0].Data) != "nested" {
+		t.Fatalf("queued %+v", items)
+	}
+	items[0].Done()
+
+	data := []byte("DataRow")
+	q.Attach(loop, func(*queue.Reply) {})
+	if n := testing.AllocsPerRun(100, func() { q.Send(queue.Reply{Client: c, Data: data}, loop) }); n != 0 {
+		t.Errorf("Send on its own loop: %.0f allocations, want 0", n)
+	}
 }

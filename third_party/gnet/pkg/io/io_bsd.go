@@ -71,3 +71,13 @@ func bytes2iovec(bs [][]byte) []unix.Iovec {
 	}
 	return iovecs
 }
+
+// Read calls read() (pgmts: Linux goes through RawSyscall, see io_linux.go).
+func Read(fd int, p []byte) (int, error) {
+	return unix.Read(fd, p)
+}
+
+// Write calls write() (pgmts: Linux goes through RawSyscall, see io_linux.go).
+func Write(fd int, p []byte) (int, error) {
+	return unix.Write(fd, p)
+}

@@ -17,14 +17,54 @@
 
 package io
 
-import "golang.org/x/sys/unix"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Read, Write and Writev are for gnet's non-blocking sockets (pgmts): such
+// calls never block, so they go through RawSyscall and skip telling the Go
+// scheduler (entersyscall/exitsyscall), about 0.2 µs a call.
+
+// Read calls read() on Linux.
+func Read(fd int, p []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+// Write calls write() on Linux.
+func Write(fd int, p []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
 
 // Writev calls writev() on Linux.
 func Writev(fd int, iov [][]byte) (int, error) {
 	if len(iov) == 0 {
 		return 0, nil
 	}
-	return unix.Writev(fd, iov)
+	var small [8]unix.Iovec
+	vecs := small[:0]
+	if len(iov) > len(small) {
+		vecs = make([]unix.Iovec, 0, len(iov))
+	}
+	for _, b := range iov {
+		v := unix.Iovec{Base: unsafe.SliceData(b)}
+		v.SetLen(len(b))
+		vecs = append(vecs, v)
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&vecs[0])), uintptr(len(vecs)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
 }
 
 // Readv calls readv() on Linux.

@@ -20,7 +20,6 @@ package netpoll
 import (
 	"errors"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -35,6 +34,16 @@ import (
 // yieldEvery keeps a busy loop goroutine rescheduled well inside sysmon's
 // 10 ms forced-preemption window (pgmts).
 const yieldEvery = 5 * time.Millisecond
+
+// goyield is runtime.goyield (pgmts): like runtime.Gosched, it lets the
+// scheduler run (which is what sysmon looks for), but it puts the loop
+// goroutine on its own P's run queue and wakes no idle thread, where
+// Gosched's wakep woke one that often took the loop over: two futex calls
+// and a thread switch every yield. The runtime keeps this linkname for
+// outside users (go.dev/issue/67401).
+//
+//go:linkname goyield runtime.goyield
+func goyield()
 
 // Poller represents a poller which is in charge of monitoring file-descriptors.
 type Poller struct {
@@ -121,15 +130,17 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 	el := newEventList(InitPollEventsCap)
 	var doChores bool
 
-	yielded := time.Now()
+	start := time.Now()
+	var yielded time.Duration
 	for {
 		// pgmts: always a blocking wait, and a yield to the Go scheduler
 		// every yieldEvery instead of on every empty poll; see
-		// third_party/gnet/PGMTS.md.
+		// third_party/gnet/PGMTS.md. (time.Since reads only the
+		// monotonic clock.)
 		n, err := unix.EpollWait(p.fd, el.events, -1)
-		if now := time.Now(); now.Sub(yielded) >= yieldEvery {
+		if now := time.Since(start); now-yielded >= yieldEvery {
 			yielded = now
-			runtime.Gosched()
+			goyield()
 		}
 		if n == 0 || (n < 0 && err == unix.EINTR) {
 			continue
