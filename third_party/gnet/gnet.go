@@ -513,6 +513,16 @@ type (
 		OnTick() (delay time.Duration, action Action)
 	}
 
+	// BatchHandler is an EventHandler that wants to know the event loop's
+	// batches (pgmts): OnBatch gets the number of events one epoll_wait
+	// returned, before their callbacks run, and OnBatchEnd runs after the
+	// last one, before the loop's queued tasks. Both run on the loop. Only
+	// the default epoll poller calls them.
+	BatchHandler interface {
+		OnBatch(events int)
+		OnBatchEnd()
+	}
+
 	// BuiltinEventEngine is a built-in implementation of EventHandler which feeds
 	// each method with an empty implementation, you can embed it within your custom
 	// struct when you don't intend to implement the entire EventHandler.

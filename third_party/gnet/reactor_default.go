@@ -63,6 +63,9 @@ func (el *eventloop) orbit() error {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
+	if h, ok := el.eventHandler.(BatchHandler); ok {
+		el.poller.SetBatchHooks(h.OnBatch, h.OnBatchEnd)
+	}
 
 	err := el.poller.Polling(func(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) error {
 		c := el.connections.getConn(fd)
@@ -95,6 +98,9 @@ func (el *eventloop) run() error {
 	if el.engine.opts.LockOSThread {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
+	}
+	if h, ok := el.eventHandler.(BatchHandler); ok {
+		el.poller.SetBatchHooks(h.OnBatch, h.OnBatchEnd)
 	}
 
 	err := el.poller.Polling(func(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) error {

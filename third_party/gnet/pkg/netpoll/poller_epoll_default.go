@@ -54,6 +54,17 @@ type Poller struct {
 	asyncTaskQueue              queue.AsyncTaskQueue // queue with low priority
 	urgentAsyncTaskQueue        queue.AsyncTaskQueue // queue with high priority
 	highPriorityEventsThreshold int32                // threshold of high-priority events
+
+	// pgmts: see SetBatchHooks.
+	onBatch    func(events int)
+	onBatchEnd func()
+}
+
+// SetBatchHooks (pgmts) has Polling call onBatch with the number of events
+// each epoll_wait returned, before handling them, and onBatchEnd after the
+// last one's callback, before the queued tasks run. Call it before Polling.
+func (p *Poller) SetBatchHooks(onBatch func(events int), onBatchEnd func()) {
+	p.onBatch, p.onBatchEnd = onBatch, onBatchEnd
 }
 
 // OpenPoller instantiates a poller.
@@ -149,6 +160,9 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 			return err
 		}
 
+		if p.onBatch != nil {
+			p.onBatch(n)
+		}
 		for i := 0; i < n; i++ {
 			ev := &el.events[i]
 			if fd := int(ev.Fd); fd == p.efd { // poller is awakened to run tasks in queues.
@@ -159,6 +173,10 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 					return err
 				}
 			}
+		}
+
+		if p.onBatchEnd != nil {
+			p.onBatchEnd()
 		}
 
 		if doChores {
