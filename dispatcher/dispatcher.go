@@ -45,6 +45,9 @@ type Dispatcher struct {
 	// types is frame's scratch list of message type bytes: Submit reads it
 	// before it returns, so one per loop does for all its clients.
 	types []byte
+	// batchStart is when the loop's current batch of events began
+	// (queue.Nanotime; 0 outside one): see OnBatch.
+	batchStart int64
 
 	tcp      bool            // listens on TCP (not the unix socket)
 	retiring atomic.Bool     // SetDispatchers retired it
@@ -221,7 +224,9 @@ func (d *Dispatcher) closed(cc *clientConn) {
 
 // OnTraffic implements gnet.EventHandler.
 func (d *Dispatcher) OnTraffic(c gnet.Conn) gnet.Action {
-	defer d.stats.busySince(queue.Nanotime())
+	if d.batchStart == 0 { // in a batch, OnBatchEnd counts the busy time
+		defer d.stats.busySince(queue.Nanotime())
+	}
 	switch x := c.Context().(type) {
 	case *clientConn:
 		return x.onTraffic()
@@ -272,7 +277,10 @@ func (d *Dispatcher) Host(conn net.Conn, h queue.Hosted) error {
 // still written at once, for one client's latency). Under pgbench -S -c 50
 // -j 2, pgbench's threads then woke 0.19 times per transaction instead of
 // 0.31, and pgmts spent about 1.5 µs less system time per transaction.
+// The loop's busy time is counted per batch too, two clock readings per
+// wake-up instead of two per event.
 func (d *Dispatcher) OnBatch(events int) {
+	d.batchStart = queue.Nanotime()
 	if events > 1 {
 		d.responses.Hold()
 	}
@@ -281,8 +289,10 @@ func (d *Dispatcher) OnBatch(events int) {
 // OnBatchEnd implements gnet.BatchHandler.
 func (d *Dispatcher) OnBatchEnd() {
 	if d.responses.Release() {
-		d.drainResponses()
+		d.writeResponses()
 	}
+	d.stats.busySince(d.batchStart)
+	d.batchStart = 0
 }
 
 // wake is called by producers when the response queue needs draining.
@@ -295,6 +305,11 @@ func (d *Dispatcher) wake() {
 // drainResponses writes every queued reply; it runs on the loop.
 func (d *Dispatcher) drainResponses() {
 	defer d.stats.busySince(queue.Nanotime())
+	d.writeResponses()
+}
+
+// writeResponses is drainResponses without counting busy time.
+func (d *Dispatcher) writeResponses() {
 	items := d.responses.Drain()
 	for i := range items {
 		d.deliver(&items[i])
