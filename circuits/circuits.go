@@ -68,28 +68,52 @@ type Circuit struct {
 	// openExtended: extended-protocol messages were sent since the last
 	// Sync, so the server holds an unnamed statement/portal for us.
 	openExtended bool
-	// ownSettings: settings is this circuit's own, not the login set it
-	// shares with the clients that logged in with the same settings.
+	// ownSettings: login is this circuit's own copy, not the login set it
+	// shares with the clients that logged in like it.
 	ownSettings bool
-	// settings are the GUCs this client asked for (startup packet, options
-	// -c, and reported parameters it SET since), keyed by lower-case name;
-	// nil while there are none.
-	settings *settingSet
-	// What the client has been told through ParameterStatus: the server's
-	// set at login (loginReported, shared with the pool's other clients
-	// and never written), with the client's own settings over it while
-	// they are the login set (toldAtLogin), overridden by reported.
-	loginReported map[string]string
-	reported      map[string]string
+	// login holds the GUCs this client asked for (startup packet, options
+	// -c, and reported parameters it SET since), keyed by lower-case name,
+	// and the server's ParameterStatus set it was told at login (shared
+	// with the pool's other clients); nil while there are neither.
+	login *loginSet
+	// later is what the client gained since login; nil while it is none.
+	later *circuitLater
+}
+
+// circuitLater is the part of a circuit only some clients need, kept apart
+// so that every idle client is smaller.
+type circuitLater struct {
+	// reported is what the client has been told through ParameterStatus
+	// since login, where it differs from the login set (toldAtLogin:
+	// the server's set, with the client's own settings over it while they
+	// are the login set).
+	reported map[string]string
 	// statements are the client's named prepared statements (protocol
 	// level): name → the Parse message that made it, so that any server
 	// can be given it before the client uses it there.
 	statements map[string]string
 }
 
+// reported returns what the client was told of name since login.
+func (c *Circuit) reported(name string) (string, bool) {
+	if c.later == nil {
+		return "", false
+	}
+	v, ok := c.later.reported[name]
+	return v, ok
+}
+
+// laterFields returns c.later, making it if need be.
+func (c *Circuit) laterFields() *circuitLater {
+	if c.later == nil {
+		c.later = &circuitLater{}
+	}
+	return c.later
+}
+
 // New makes a circuit for a client that logged in with these settings.
 func New(mode Mode, settings map[string]string) *Circuit {
-	return &Circuit{Mode: mode, TxStatus: TxIdle, settings: internSettings(settings)}
+	return &Circuit{Mode: mode, TxStatus: TxIdle, login: internSettings(settings)}
 }
 
 // setting records a setting the client made, on a copy of the login set
@@ -97,20 +121,20 @@ func New(mode Mode, settings map[string]string) *Circuit {
 // toldAtLogin reads them from the login set).
 func (c *Circuit) setting(name, value string) {
 	if !c.ownSettings {
-		for param, v := range c.loginReported {
-			if s, ok := c.settings.get(strings.ToLower(param)); ok && s != v {
-				if _, changed := c.reported[param]; !changed {
+		for param, v := range c.login.told() {
+			if s, ok := c.login.get(strings.ToLower(param)); ok && s != v {
+				if _, changed := c.reported(param); !changed {
 					c.putReported(param, s)
 				}
 			}
 		}
-		own := &settingSet{m: map[string]string{}}
-		if c.settings != nil {
-			maps.Copy(own.m, c.settings.m)
+		own := &loginSet{settings: map[string]string{}, reported: c.login.told()}
+		if c.login != nil {
+			maps.Copy(own.settings, c.login.settings)
 		}
-		c.settings, c.ownSettings = own, true
+		c.login, c.ownSettings = own, true
 	}
-	c.settings.m[strings.ToLower(name)] = value
+	c.login.settings[strings.ToLower(name)] = value
 }
 
 // FromClient records a message the client sent, by type byte.
@@ -163,7 +187,7 @@ func (c *Circuit) Reported(name, value string, fromClient bool) bool {
 	if fromClient {
 		c.setting(name, value)
 	}
-	old, ok := c.reported[name]
+	old, ok := c.reported(name)
 	if !ok {
 		old, ok = c.toldAtLogin(name)
 	}
@@ -178,9 +202,9 @@ func (c *Circuit) Reported(name, value string, fromClient bool) bool {
 // server's value, or the client's own setting while the circuit still
 // holds its login set.
 func (c *Circuit) toldAtLogin(name string) (string, bool) {
-	v, ok := c.loginReported[name]
-	if ok && !c.ownSettings && c.settings != nil {
-		if s, set := c.settings.get(strings.ToLower(name)); set {
+	v, ok := c.login.told()[name]
+	if ok && !c.ownSettings && len(c.login.settings) > 0 {
+		if s, set := c.login.get(strings.ToLower(name)); set {
 			return s, true
 		}
 	}
@@ -190,44 +214,59 @@ func (c *Circuit) toldAtLogin(name string) (string, bool) {
 // SetLoginReported seeds what the client was told at login with the
 // server's ParameterStatus set. The circuit keeps params itself (many
 // clients share one), so nobody may write to it afterwards.
-func (c *Circuit) SetLoginReported(params map[string]string) { c.loginReported = params }
+func (c *Circuit) SetLoginReported(params map[string]string) {
+	if c.ownSettings {
+		c.login.reported = params
+		return
+	}
+	c.login = c.login.withReported(params)
+}
 
 // SetReported records that the client was told name = value.
 func (c *Circuit) SetReported(name, value string) {
 	if v, ok := c.toldAtLogin(name); ok && v == value {
-		delete(c.reported, name)
+		if c.later != nil {
+			delete(c.later.reported, name)
+		}
 		return
 	}
 	c.putReported(name, value)
 }
 
 func (c *Circuit) putReported(name, value string) {
-	if c.reported == nil {
-		c.reported = map[string]string{}
+	l := c.laterFields()
+	if l.reported == nil {
+		l.reported = map[string]string{}
 	}
-	c.reported[name] = value
+	l.reported[name] = value
 }
 
 // Settings returns the client's settings (read-only for callers, and
 // possibly shared with other clients; nil when there are none).
 func (c *Circuit) Settings() map[string]string {
-	if c.settings == nil {
+	if c.login == nil {
 		return nil
 	}
-	return c.settings.m
+	return c.login.settings
 }
 
 // Statements returns the client's named prepared statements (nil while
 // there are none), for the serving server to read, and delete from, as it
 // writes the client's messages.
-func (c *Circuit) Statements() map[string]string { return c.statements }
+func (c *Circuit) Statements() map[string]string {
+	if c.later == nil {
+		return nil
+	}
+	return c.later.statements
+}
 
 // SetStatement records the Parse message that made the named statement.
 func (c *Circuit) SetStatement(name, parse string) {
-	if c.statements == nil {
-		c.statements = map[string]string{}
+	l := c.laterFields()
+	if l.statements == nil {
+		l.statements = map[string]string{}
 	}
-	c.statements[name] = parse
+	l.statements[name] = parse
 }
 
 // SettingsDiff returns what must run on a server whose pgmts-made settings

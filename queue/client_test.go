@@ -315,12 +315,12 @@ func TestClientFail(t *testing.T) {
 }
 
 // Every idle client holds a Client: it stays one allocation (the
-// circuit is copied in) of at most 208 bytes, with no channels until a
+// circuit is copied in) of at most 192 bytes, with no channels until a
 // server that needs one asks.
 func TestClientFootprint(t *testing.T) {
 	var c queue.Client
-	if size := unsafe.Sizeof(c); size > 208 {
-		t.Fatalf("queue.Client is %d bytes, want at most 208", size)
+	if size := unsafe.Sizeof(c); size > 192 {
+		t.Fatalf("queue.Client is %d bytes, want at most 192", size)
 	}
 	p := newPool(circuits.Transaction)
 	rq := queue.NewResponseQueue(func() {})
