@@ -58,23 +58,22 @@ func (q *ResponseQueue) Attach(loop Loop, deliver func(*Reply)) {
 // written at once instead; while the loop holds replies (Hold) it is
 // queued without waking the loop, which drains the queue at Release.
 func (q *ResponseQueue) Send(r Reply, from Loop) {
-	if from != nil && from == q.loop && q.holding {
+	switch {
+	case from == nil || from != q.loop:
+		q.Push(r)
+	case q.holding:
 		q.held = true
-		q.add(r)
-		return
-	}
-	if from != nil && from == q.loop && r.Client.pending.Load() == 0 {
-		if q.delivering { // a Send from inside deliver (closing a client)
-			q.Push(r)
-			return
-		}
+		q.add(r) // the loop drains the queue at Release: no wake-up
+	case r.Client.pending.Load() != 0 || q.delivering:
+		// Behind the client's queued replies (order), or sent from inside
+		// deliver (a client closed while being written to).
+		q.Push(r)
+	default:
 		q.delivering, q.now = true, r
 		q.deliver(&q.now)
 		q.now.settle()
 		q.delivering = false
-		return
 	}
-	q.Push(r)
 }
 
 // SendPooled is Send for bytes obtained from GetBuffer.
