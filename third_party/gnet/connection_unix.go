@@ -46,15 +46,16 @@ type conn struct {
 	outboundBuffer elastic.Buffer      // buffer for data that is eligible to be sent to the remote
 	connPoll                           // connection attachment for poller, if the poller keeps one (pgmts)
 	inboundBuffer  elastic.RingBuffer  // buffer for leftover data from the remote
-	buffer         []byte              // buffer for the latest bytes
-	cache          []byte              // temporary cache for the inbound data
-	peerIP         [16]byte            // accepted TCP peer's IP, see setPeer (pgmts)
-	isDatagram     bool                // UDP protocol
-	protoTCP       bool                // protocol name was "tcp" (pgmts: a bool, not the string)
-	opened         bool                // connection opened event fired
-	isEOF          bool                // whether the connection has reached EOF
-	peerPort       uint16              // accepted TCP peer's port
-	peerLen        uint8               // peerIP's length (4 or 16), 0 if there is no peer there
+	bufStart       int32               // the latest bytes not yet consumed are loop.buffer[bufStart:bufEnd] (pgmts: see latest)
+	bufEnd         int32
+	cache          []byte   // temporary cache for the inbound data
+	peerIP         [16]byte // accepted TCP peer's IP, see setPeer (pgmts)
+	isDatagram     bool     // UDP protocol
+	protoTCP       bool     // protocol name was "tcp" (pgmts: a bool, not the string)
+	opened         bool     // connection opened event fired
+	isEOF          bool     // whether the connection has reached EOF
+	peerPort       uint16   // accepted TCP peer's port
+	peerLen        uint8    // peerIP's length (4 or 16), 0 if there is no peer there
 }
 
 // setPeer keeps an accepted TCP peer's address in the conn, for RemoteAddr
@@ -113,7 +114,7 @@ func (c *conn) release() {
 	c.isEOF = false
 	c.ctx = nil
 	c.safeCtx.Store(nil)
-	c.buffer = nil
+	c.bufStart, c.bufEnd = 0, 0
 	if addr, ok := c.localAddr.(*net.TCPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
 		bsPool.Put(bs.StringToBytes(addr.Zone))
 	}
@@ -324,16 +325,30 @@ func (c *conn) sendTo(buf []byte, addr unix.Sockaddr) (n int, err error) {
 	return len(buf), unix.Sendto(c.fd, buf, 0, *c.remote) // unconnected UDP socket of server
 }
 
+// latest returns the bytes of the latest read that the handler has not
+// consumed. They live in the loop's read buffer; the conn keeps two offsets
+// into it (pgmts: instead of a 24-byte slice, which put the conn in the
+// 208-byte size class).
+func (c *conn) latest() []byte { return c.loop.buffer[c.bufStart:c.bufEnd] }
+
+// setLatest makes the first n bytes of the loop's read buffer the latest.
+func (c *conn) setLatest(n int) { c.bufStart, c.bufEnd = 0, int32(n) }
+
+// consume drops the first n of the latest bytes.
+func (c *conn) consume(n int) { c.bufStart += int32(n) }
+
+func (c *conn) latestLen() int { return int(c.bufEnd - c.bufStart) }
+
 func (c *conn) resetBuffer() {
-	c.buffer = c.buffer[:0]
+	c.bufStart, c.bufEnd = 0, 0
 	c.inboundBuffer.Reset()
 	c.inboundBuffer.Done()
 }
 
 func (c *conn) Read(p []byte) (n int, err error) {
 	if c.inboundBuffer.IsEmpty() {
-		n = copy(p, c.buffer)
-		c.buffer = c.buffer[n:]
+		n = copy(p, c.latest())
+		c.consume(n)
 		if n == 0 && len(p) > 0 {
 			err = io.ErrShortBuffer
 		}
@@ -343,23 +358,23 @@ func (c *conn) Read(p []byte) (n int, err error) {
 	if n == len(p) {
 		return
 	}
-	m := copy(p[n:], c.buffer)
+	m := copy(p[n:], c.latest())
 	n += m
-	c.buffer = c.buffer[m:]
+	c.consume(m)
 	return
 }
 
 func (c *conn) Next(n int) (buf []byte, err error) {
 	inBufferLen := c.inboundBuffer.Buffered()
-	if totalLen := inBufferLen + len(c.buffer); n > totalLen {
+	if totalLen := inBufferLen + c.latestLen(); n > totalLen {
 		return nil, io.ErrShortBuffer
 	} else if n <= 0 {
 		n = totalLen
 	}
 
 	if c.inboundBuffer.IsEmpty() {
-		buf = c.buffer[:n]
-		c.buffer = c.buffer[n:]
+		buf = c.latest()[:n]
+		c.consume(n)
 		return
 	}
 
@@ -370,14 +385,14 @@ func (c *conn) Next(n int) (buf []byte, err error) {
 
 func (c *conn) Peek(n int) (buf []byte, err error) {
 	inBufferLen := c.inboundBuffer.Buffered()
-	if totalLen := inBufferLen + len(c.buffer); n > totalLen {
+	if totalLen := inBufferLen + c.latestLen(); n > totalLen {
 		return nil, io.ErrShortBuffer
 	} else if n <= 0 {
 		n = totalLen
 	}
 
 	if c.inboundBuffer.IsEmpty() {
-		return c.buffer[:n], err
+		return c.latest()[:n], err
 	}
 
 	head, tail := c.inboundBuffer.Peek(n)
@@ -392,7 +407,7 @@ func (c *conn) Peek(n int) (buf []byte, err error) {
 	}
 
 	remaining := n - inBufferLen
-	buf = append(buf, c.buffer[:remaining]...)
+	buf = append(buf, c.latest()[:remaining]...)
 	c.cache = buf
 	return
 }
@@ -404,13 +419,13 @@ func (c *conn) Discard(n int) (int, error) {
 	}
 
 	inBufferLen := c.inboundBuffer.Buffered()
-	if totalLen := inBufferLen + len(c.buffer); n >= totalLen || n <= 0 {
+	if totalLen := inBufferLen + c.latestLen(); n >= totalLen || n <= 0 {
 		c.resetBuffer()
 		return totalLen, nil
 	}
 
 	if c.inboundBuffer.IsEmpty() {
-		c.buffer = c.buffer[n:]
+		c.consume(n)
 		return n, nil
 	}
 
@@ -420,7 +435,7 @@ func (c *conn) Discard(n int) (int, error) {
 	}
 
 	remaining := n - inBufferLen
-	c.buffer = c.buffer[remaining:]
+	c.consume(remaining)
 	return n, nil
 }
 
@@ -462,9 +477,9 @@ func (c *conn) WriteTo(w io.Writer) (n int64, err error) {
 		}
 	}
 	var m int
-	m, err = w.Write(c.buffer)
+	m, err = w.Write(c.latest())
 	n += int64(m)
-	c.buffer = c.buffer[m:]
+	c.consume(m)
 	return
 }
 
@@ -473,7 +488,7 @@ func (c *conn) Flush() error {
 }
 
 func (c *conn) InboundBuffered() int {
-	return c.inboundBuffer.Buffered() + len(c.buffer)
+	return c.inboundBuffer.Buffered() + c.latestLen()
 }
 
 func (c *conn) OutboundBuffered() int {

@@ -276,7 +276,7 @@ loop:
 	}
 	recv += n
 
-	c.buffer = el.buffer[:n]
+	c.setLatest(n)
 	action := el.eventHandler.OnTraffic(c)
 	switch action {
 	case None:
@@ -285,8 +285,8 @@ loop:
 	case Shutdown:
 		return errorx.ErrEngineShutdown
 	}
-	_, _ = c.inboundBuffer.Write(c.buffer)
-	c.buffer = c.buffer[:0]
+	_, _ = c.inboundBuffer.Write(c.latest())
+	c.bufStart, c.bufEnd = 0, 0
 
 	if c.isEOF || (isET && recv < chunk) {
 		goto loop
@@ -466,7 +466,7 @@ func (el *eventloop) readUDP(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 	} else {
 		c = el.connections.getConn(fd)
 	}
-	c.buffer = el.buffer[:n]
+	c.setLatest(n)
 	action := el.eventHandler.OnTraffic(c)
 	if c.remote != nil {
 		c.release()
