@@ -8,7 +8,6 @@ package dispatcher
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,11 +49,11 @@ type Group struct {
 	quit     chan struct{}
 	quitOnce sync.Once
 
-	mu       sync.Mutex
-	byPID    map[uint32]*clientConn // cancel keys
-	tlsConns map[*tlsConn]struct{}
-	clients  atomic.Int64
-	nextID   atomic.Uint64
+	mu           sync.Mutex
+	clientsByPID registry // logged-in clients, by cancel key
+	tlsConns     map[*tlsConn]struct{}
+	clients      atomic.Int64
+	nextID       atomic.Uint64
 
 	shuttingDown atomic.Bool
 	// refusing: SHUTDOWN WAIT_FOR_CLIENTS; new connections are refused,
@@ -77,7 +76,7 @@ type liveConfig struct {
 
 // New prepares the dispatchers; Start opens the listeners.
 func New(cfg *config.Config, router queue.Router, log *slog.Logger) (*Group, error) {
-	g := &Group{router: router, log: log, byPID: map[uint32]*clientConn{}, tlsConns: map[*tlsConn]struct{}{}, quit: make(chan struct{})}
+	g := &Group{router: router, log: log, tlsConns: map[*tlsConn]struct{}{}, quit: make(chan struct{})}
 	if err := g.Reload(cfg); err != nil {
 		return nil, err
 	}
@@ -359,24 +358,17 @@ func (g *Group) holds(pool *queue.Pool) bool {
 func (g *Group) loggedIn() []*queue.Client {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := make([]*queue.Client, 0, len(g.byPID))
-	for _, cc := range g.byPID {
-		if cc.client != nil {
-			out = append(out, cc.client)
-		}
-	}
+	out := make([]*queue.Client, 0, g.clientsByPID.count)
+	g.clientsByPID.each(func(cc *clientConn) { out = append(out, cc.client) })
 	return out
 }
 
 func (g *Group) allIdle() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, cc := range g.byPID {
-		if cc.client != nil && !cc.client.Idle() {
-			return false
-		}
-	}
-	return true
+	idle := true
+	g.clientsByPID.each(func(cc *clientConn) { idle = idle && cc.client.Idle() })
+	return idle
 }
 
 // Stop closes every connection and stops the event loops.
@@ -398,19 +390,8 @@ func (g *Group) Stop() {
 // register gives a logged-in client its cancel key.
 func (g *Group) register(cc *clientConn) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	for {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
-		if pid == 0 || g.byPID[pid] != nil {
-			continue
-		}
-		cc.pid = pid
-		copy(cc.key[:], b[4:])
-		g.byPID[pid] = cc
-		return
-	}
+	g.clientsByPID.add(cc)
+	g.mu.Unlock()
 }
 
 func (g *Group) unregister(cc *clientConn) {
@@ -418,16 +399,14 @@ func (g *Group) unregister(cc *clientConn) {
 		return
 	}
 	g.mu.Lock()
-	if g.byPID[cc.pid] == cc {
-		delete(g.byPID, cc.pid)
-	}
+	g.clientsByPID.remove(cc)
 	g.mu.Unlock()
 }
 
 func (g *Group) lookup(pid uint32) *clientConn {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.byPID[pid]
+	return g.clientsByPID.get(pid)
 }
 
 var errBoot = errors.New("dispatcher did not start")

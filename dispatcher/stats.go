@@ -93,16 +93,13 @@ func (g *Group) Snapshot() Snapshot {
 	// Fields of a registered clientConn read here were set before
 	// register, under g.mu, and do not change afterwards.
 	g.mu.Lock()
-	for _, cc := range g.byPID {
-		if cc.client == nil {
-			continue
-		}
+	g.clientsByPID.each(func(cc *clientConn) {
 		ci := ClientInfo{Client: cc.client, Dispatcher: cc.d.id, Addr: cc.c.RemoteAddr()}
 		if cc.tlsState != nil {
 			ci.TLSVersion = tls.VersionName(cc.tlsState.Version)
 		}
 		out.Clients = append(out.Clients, ci)
-	}
+	})
 	g.mu.Unlock()
 	slices.SortFunc(out.Clients, func(a, b ClientInfo) int { return cmp.Compare(a.Client.ID, b.Client.ID) })
 	out.Logins = max(g.ClientCount()-len(out.Clients), 0)
