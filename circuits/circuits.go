@@ -250,6 +250,21 @@ func (c *Circuit) Settings() map[string]string {
 	return c.login.settings
 }
 
+// SettingsKey returns a canonical form of the client's settings, and true
+// while they are a shared login set (which nobody writes): a server that
+// last took its settings from a set with the same key carries them
+// already, which one string comparison tells. False once the client
+// changed a setting.
+func (c *Circuit) SettingsKey() (string, bool) {
+	if c.ownSettings {
+		return "", false
+	}
+	if c.login == nil {
+		return "", true
+	}
+	return c.login.key.settings, true
+}
+
 // Statements returns the client's named prepared statements (nil while
 // there are none), for the serving server to read, and delete from, as it
 // writes the client's messages.

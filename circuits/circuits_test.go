@@ -377,8 +377,22 @@ func TestLoginSettingsShared(t *testing.T) {
 	if reflect.ValueOf(a.Settings()).Pointer() != reflect.ValueOf(b.Settings()).Pointer() {
 		t.Fatal("circuits with the same login settings hold two maps")
 	}
+	ka, sa := a.SettingsKey()
+	kb, sb := b.SettingsKey()
+	if !sa || !sb || ka != kb || ka == "" {
+		t.Fatalf("SettingsKey of alike logins: %q %v, %q %v", ka, sa, kb, sb)
+	}
+	if k, shared := circuits.New(circuits.Transaction, nil).SettingsKey(); k != "" || !shared {
+		t.Fatalf("SettingsKey with no settings: %q %v", k, shared)
+	}
+	if k, _ := circuits.New(circuits.Transaction, map[string]string{"DateStyle": "ISO"}).SettingsKey(); k == ka {
+		t.Fatal("different login settings have the same SettingsKey")
+	}
 	if !a.Reported("application_name", "other", true) {
 		t.Fatal("client change not reported")
+	}
+	if _, shared := a.SettingsKey(); shared {
+		t.Fatal("SettingsKey still shared after the client changed a setting")
 	}
 	if a.Settings()["application_name"] != "other" || b.Settings()["application_name"] != "app" {
 		t.Fatalf("a change to one circuit's settings reached another: %v, %v", a.Settings(), b.Settings())

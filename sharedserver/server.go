@@ -67,6 +67,10 @@ type Server struct {
 	// settings are the GUCs pgmts set on this backend beyond its login
 	// defaults (lower-case names), to diff against the next client's.
 	settings map[string]string
+	// carries is the SettingsKey of the client settings were last taken
+	// from, while settings still equal them (carriesKnown).
+	carries      string
+	carriesKnown bool
 	// internal lists queries pgmts itself sent whose replies must be
 	// swallowed; a non-nil func runs when that reply is done.
 	internal []func()
@@ -366,11 +370,16 @@ func (s *Server) applySettings(c *queue.Client) error {
 	var set [][2]string
 	var reset []string
 	c.Circuit(func(ci *circuits.Circuit) {
+		key, shared := ci.SettingsKey()
+		if shared && s.carriesKnown && key == s.carries {
+			return // the same login set as last time: nothing to diff
+		}
 		set, reset = circuits.SettingsDiff(s.settings, ci.Settings())
 		if len(set)+len(reset) > 0 {
 			clear(s.settings)
 			maps.Copy(s.settings, ci.Settings())
 		}
+		s.carries, s.carriesKnown = key, shared
 	})
 	if len(set)+len(reset) == 0 {
 		return nil
@@ -416,6 +425,7 @@ func (s *Server) clientGone(c *queue.Client) {
 	if q := s.pool.conf().ServerResetQuery; q != "" && s.pool.q.Mode == circuits.Session {
 		err := s.internalQuery(q, func() {
 			clear(s.settings)
+			s.carriesKnown = false
 			s.next()
 		})
 		if err != nil {
@@ -555,6 +565,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 			// The client changed a reported setting: it is now part of
 			// what this backend carries for it.
 			s.settings[strings.ToLower(name)] = value
+			s.carriesKnown = false
 		}
 		if send {
 			s.emit(msg)
