@@ -64,12 +64,12 @@ var histogramHelp = map[string]string{
 // reload removed is gone from both), the pools' histograms, and the Go
 // runtime and process metrics.
 func (c *Console) WriteMetrics(w io.Writer) {
-	st := c.state()
+	st := c.metricsState()
 	var b bytes.Buffer
 	pw := promWriter{&b}
 
 	pw.family("pgmts_clients", "gauge", "Client connections, logged in or logging in.")
-	pw.sample("pgmts_clients", "", float64(len(st.disp.Clients)+st.disp.Logins))
+	pw.sample("pgmts_clients", "", float64(st.loggedIn+st.disp.Logins))
 	pw.family("pgmts_server_connections", "gauge", "Backend connections open or opening, in every pool.")
 	pw.sample("pgmts_server_connections", "", float64(c.pools.BackendCount()))
 	pw.family("pgmts_servers_started_total", "counter", "Backend connections ever opened.")
@@ -141,7 +141,7 @@ func (c *Console) writePoolMetrics(pw promWriter, st *state) {
 	for i, p := range pools {
 		labels[i] = sharedserver.PoolLabels(p.Database, p.User)
 	}
-	active, waiting := clientCounts(st)
+	active, waiting := st.active, st.waiting
 	pw.family("pgmts_pool_clients", "gauge", "Clients of the pool: waiting (a request in the queue) or active (any other).")
 	for i, p := range pools {
 		pw.sample("pgmts_pool_clients", labels[i]+`,state="active"`, float64(active[p.Name]))

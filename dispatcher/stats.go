@@ -74,6 +74,35 @@ type Snapshot struct {
 
 // Snapshot reads the dispatchers' counters and lists the clients.
 func (g *Group) Snapshot() Snapshot {
+	out := g.counters()
+	// Fields of a registered clientConn read here were set before
+	// register, under g.mu, and do not change afterwards.
+	g.mu.Lock()
+	g.clientsByPID.each(func(cc *clientConn) {
+		ci := ClientInfo{Client: cc.client, Dispatcher: cc.d.id, Addr: cc.c.RemoteAddr()}
+		if cc.tlsState != nil {
+			ci.TLSVersion = tls.VersionName(cc.tlsState.Version)
+		}
+		out.Clients = append(out.Clients, ci)
+	})
+	g.mu.Unlock()
+	slices.SortFunc(out.Clients, func(a, b ClientInfo) int { return cmp.Compare(a.Client.ID, b.Client.ID) })
+	out.Logins = max(g.ClientCount()-len(out.Clients), 0)
+	return out
+}
+
+// Counters is Snapshot without the list of clients (whose addresses and
+// sorting cost an allocation or two a client): the dispatchers' counters
+// and the logged-in clients themselves, for the metrics endpoint.
+func (g *Group) Counters() (Snapshot, []*queue.Client) {
+	out := g.counters()
+	clients := g.loggedIn()
+	out.Logins = max(g.ClientCount()-len(clients), 0)
+	return out, clients
+}
+
+// counters reads the dispatchers' counters.
+func (g *Group) counters() Snapshot {
 	out := Snapshot{Suspended: g.Suspended()}
 	g.dmu.Lock()
 	dispatchers := slices.Clone(g.dispatchers)
@@ -90,18 +119,5 @@ func (g *Group) Snapshot() Snapshot {
 			Busy: busy, Idle: max(age-busy, 0), Responses: d.responses.Stats(),
 		})
 	}
-	// Fields of a registered clientConn read here were set before
-	// register, under g.mu, and do not change afterwards.
-	g.mu.Lock()
-	g.clientsByPID.each(func(cc *clientConn) {
-		ci := ClientInfo{Client: cc.client, Dispatcher: cc.d.id, Addr: cc.c.RemoteAddr()}
-		if cc.tlsState != nil {
-			ci.TLSVersion = tls.VersionName(cc.tlsState.Version)
-		}
-		out.Clients = append(out.Clients, ci)
-	})
-	g.mu.Unlock()
-	slices.SortFunc(out.Clients, func(a, b ClientInfo) int { return cmp.Compare(a.Client.ID, b.Client.ID) })
-	out.Logins = max(g.ClientCount()-len(out.Clients), 0)
 	return out
 }

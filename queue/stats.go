@@ -97,17 +97,27 @@ func (c *Client) Snapshot() ClientSnapshot {
 		TxStatus: c.circuit.TxStatus, Busy: c.circuit.Busy(), Idle: c.circuit.Idle(),
 		ApplicationName: c.circuit.Settings()["application_name"],
 		Requests:        c.stats.requests, Messages: c.stats.messages, Received: c.stats.received,
-		Sent: c.stats.sent.Load(), Backlog: c.Backlog(),
-	}
-	switch c.state {
-	case stateQueued:
-		s.State = ClientWaiting
-	case stateServed:
-		s.State = ClientActive
-	default:
-		s.State = ClientIdle
+		Sent: c.stats.sent.Load(), Backlog: c.Backlog(), State: c.stateName(),
 	}
 	return s
+}
+
+// State returns where the client stands now.
+func (c *Client) State() ClientState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stateName()
+}
+
+// stateName names c.state; call with mu held.
+func (c *Client) stateName() ClientState {
+	switch c.state {
+	case stateQueued:
+		return ClientWaiting
+	case stateServed:
+		return ClientActive
+	}
+	return ClientIdle
 }
 
 // ResponseStats is a response queue's accounting (the dispatcher side of
