@@ -26,3 +26,10 @@ func (c *Client) InboxCap() int {
 	defer c.mu.Unlock()
 	return cap(c.inbox)
 }
+
+// ItemsCap is the capacity of the queue's slice of entries.
+func (q *RequestQueue) ItemsCap() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return cap(q.items)
+}

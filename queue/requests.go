@@ -49,7 +49,7 @@ func (q *RequestQueue) enqueue(c *Client, from Loop) {
 		q.observe(0)
 		return
 	}
-	q.items = append(q.items, entry{c, time.Now()})
+	q.push(entry{c, time.Now()})
 	q.mu.Unlock()
 	if q.OnWait != nil {
 		q.OnWait()
@@ -139,6 +139,19 @@ func (q *RequestQueue) Take(inbox chan *Client, stop <-chan struct{}) *Client {
 		q.Requeue(c)
 		return nil
 	}
+}
+
+// push appends e. When the slice is full and at least half of it is
+// what pop already took, the waiting entries move to the front instead of
+// the slice growing: a queue that never empties (a pool saturated for
+// hours) would otherwise grow by every request ever queued.
+func (q *RequestQueue) push(e entry) {
+	if len(q.items) == cap(q.items) && q.head >= len(q.items)/2 && q.head > 0 {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	q.items = append(q.items, e)
 }
 
 func (q *RequestQueue) pop() *Client {

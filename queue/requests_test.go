@@ -601,3 +601,31 @@ func BenchmarkRequestQueueManyClients(b *testing.B) {
 	close(stop)
 	servers.Wait()
 }
+
+// A queue that never empties keeps a bounded slice, and its order.
+func TestRequestQueueNeverEmpty(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	const waiting, rounds = 50, 20_000
+	var clients []*queue.Client
+	submit := func() {
+		c := newClient(uint64(len(clients)), p, nil)
+		clients = append(clients, c)
+		if !c.Submit([]byte{'Q', 0, 0, 0, 4}, []byte{'Q'}) {
+			t.Fatal("Submit refused")
+		}
+	}
+	for range waiting {
+		submit()
+	}
+	stop := make(chan struct{})
+	inbox := make(chan *queue.Client, 1)
+	for i := range rounds {
+		if got := p.Requests.Take(inbox, stop); got != clients[i] {
+			t.Fatalf("round %d: took client %d, want %d", i, got.ID, i)
+		}
+		submit()
+	}
+	if c := p.Requests.ItemsCap(); c > 4*waiting {
+		t.Fatalf("the queue's slice grew to %d entries for %d waiting", c, waiting)
+	}
+}
