@@ -68,9 +68,6 @@ type Circuit struct {
 	// openExtended: extended-protocol messages were sent since the last
 	// Sync, so the server holds an unnamed statement/portal for us.
 	openExtended bool
-	// ownSettings: login is this circuit's own copy, not the login set it
-	// shares with the clients that logged in like it.
-	ownSettings bool
 	// login holds the GUCs this client asked for (startup packet, options
 	// -c, and reported parameters it SET since), keyed by lower-case name,
 	// and the server's ParameterStatus set it was told at login (shared
@@ -103,6 +100,11 @@ func (c *Circuit) reported(name string) (string, bool) {
 	return v, ok
 }
 
+// ownSettings reports whether login is this circuit's own copy (made at
+// its first SET, with an empty key), not a login set it shares with the
+// clients that logged in like it.
+func (c *Circuit) ownSettings() bool { return c.login != nil && c.login.key == (loginKey{}) }
+
 // laterFields returns c.later, making it if need be.
 func (c *Circuit) laterFields() *circuitLater {
 	if c.later == nil {
@@ -120,7 +122,7 @@ func New(mode Mode, settings map[string]string) *Circuit {
 // the first time (the login overrides are moved into reported first, as
 // toldAtLogin reads them from the login set).
 func (c *Circuit) setting(name, value string) {
-	if !c.ownSettings {
+	if !c.ownSettings() {
 		for param, v := range c.login.told() {
 			if s, ok := c.login.get(strings.ToLower(param)); ok && s != v {
 				if _, changed := c.reported(param); !changed {
@@ -132,7 +134,7 @@ func (c *Circuit) setting(name, value string) {
 		if c.login != nil {
 			maps.Copy(own.settings, c.login.settings)
 		}
-		c.login, c.ownSettings = own, true
+		c.login = own
 	}
 	c.login.settings[strings.ToLower(name)] = value
 }
@@ -203,7 +205,7 @@ func (c *Circuit) Reported(name, value string, fromClient bool) bool {
 // holds its login set.
 func (c *Circuit) toldAtLogin(name string) (string, bool) {
 	v, ok := c.login.told()[name]
-	if ok && !c.ownSettings && len(c.login.settings) > 0 {
+	if ok && !c.ownSettings() && len(c.login.settings) > 0 {
 		if s, set := c.login.get(strings.ToLower(name)); set {
 			return s, true
 		}
@@ -215,7 +217,7 @@ func (c *Circuit) toldAtLogin(name string) (string, bool) {
 // server's ParameterStatus set. The circuit keeps params itself (many
 // clients share one), so nobody may write to it afterwards.
 func (c *Circuit) SetLoginReported(params map[string]string) {
-	if c.ownSettings {
+	if c.ownSettings() {
 		c.login.reported = params
 		return
 	}
@@ -256,7 +258,7 @@ func (c *Circuit) Settings() map[string]string {
 // already, which one string comparison tells. False once the client
 // changed a setting.
 func (c *Circuit) SettingsKey() (string, bool) {
-	if c.ownSettings {
+	if c.ownSettings() {
 		return "", false
 	}
 	if c.login == nil {

@@ -358,7 +358,7 @@ func (g *Group) holds(pool *queue.Pool) bool {
 func (g *Group) loggedIn() []*queue.Client {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := make([]*queue.Client, 0, g.clientsByPID.count)
+	out := make([]*queue.Client, 0, g.clientsByPID.count())
 	g.clientsByPID.each(func(cc *clientConn) { out = append(out, cc.client) })
 	return out
 }

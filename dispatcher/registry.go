@@ -14,8 +14,10 @@ import "crypto/rand"
 type registry struct {
 	slots []*clientConn
 	free  []uint32 // slot numbers to reuse, last freed first
-	count int
 }
+
+// count is the number of registered clients.
+func (r *registry) count() int { return len(r.slots) - len(r.free) }
 
 // add gives cc its cancel key and a slot.
 func (r *registry) add(cc *clientConn) {
@@ -28,7 +30,6 @@ func (r *registry) add(cc *clientConn) {
 		slot = uint32(len(r.slots))
 		r.slots = append(r.slots, cc)
 	}
-	r.count++
 	cc.pid = slot + 1
 	_, _ = rand.Read(cc.key[:])
 }
@@ -40,8 +41,7 @@ func (r *registry) remove(cc *clientConn) {
 	}
 	r.slots[cc.pid-1] = nil
 	r.free = append(r.free, cc.pid-1)
-	r.count--
-	if r.count == 0 {
+	if r.count() == 0 {
 		// Everyone left: start small again.
 		r.slots, r.free = nil, nil
 	}

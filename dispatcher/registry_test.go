@@ -20,8 +20,8 @@ func TestRegistry(t *testing.T) {
 	}
 	r.remove(a)
 	r.remove(a) // a second remove must not free the slot twice
-	if r.get(1) != nil || r.count != 1 {
-		t.Fatalf("after remove: get(1) = %p, count %d", r.get(1), r.count)
+	if r.get(1) != nil || r.count() != 1 {
+		t.Fatalf("after remove: get(1) = %p, count %d", r.get(1), r.count())
 	}
 	oldKey := a.key
 	r.add(c) // reuses a's slot
@@ -42,7 +42,7 @@ func TestRegistry(t *testing.T) {
 	}
 	r.remove(b)
 	r.remove(c)
-	if r.count != 0 || r.slots != nil || r.free != nil {
+	if r.count() != 0 || r.slots != nil || r.free != nil {
 		t.Fatalf("empty registry kept %d slots, %d free", len(r.slots), len(r.free))
 	}
 	r.remove(c) // after the reset

@@ -348,17 +348,31 @@ type sameLoop struct{}
 func (sameLoop) Run(fn func()) error               { fn(); return nil }
 func (sameLoop) Host(net.Conn, queue.Hosted) error { return nil }
 
+// onSameLoop makes a response queue attached to a sameLoop, whose
+// deliver records what it writes in written (and then calls also, if
+// set); wakes counts the queue's wake-ups.
+func onSameLoop(wakes *int, written *[]string, also func(*queue.Reply)) (*queue.ResponseQueue, *queue.Client) {
+	q := queue.NewResponseQueue(func() { *wakes++ })
+	c := newClient(1, newPool(circuits.Transaction), q)
+	q.Attach(sameLoop{}, func(r *queue.Reply) {
+		*written = append(*written, string(r.Data))
+		if also != nil {
+			also(r)
+		}
+	})
+	return q, c
+}
+
 // TestSendOnOwnLoop: a reply sent from the queue's own loop is written at
 // once and allocates nothing; one sent from inside that write (a client
 // closed while being written to) is queued, after it.
 func TestSendOnOwnLoop(t *testing.T) {
 	var wakes int
-	q := queue.NewResponseQueue(func() { wakes++ })
-	c := newClient(1, newPool(circuits.Transaction), q)
 	var written []string
+	var q *queue.ResponseQueue
+	var c *queue.Client
 	loop := sameLoop{}
-	q.Attach(loop, func(r *queue.Reply) {
-		written = append(written, string(r.Data))
+	q, c = onSameLoop(&wakes, &written, func(r *queue.Reply) {
 		if string(r.Data) == "first" {
 			q.Send(queue.Reply{Client: c, Data: []byte("nested")}, loop)
 		}
@@ -384,11 +398,9 @@ func TestSendOnOwnLoop(t *testing.T) {
 // queued, in order and without a wake-up, and Release reports them.
 func TestHoldRelease(t *testing.T) {
 	var wakes int
-	q := queue.NewResponseQueue(func() { wakes++ })
-	c := newClient(1, newPool(circuits.Transaction), q)
 	var written []string
+	q, c := onSameLoop(&wakes, &written, nil)
 	loop := sameLoop{}
-	q.Attach(loop, func(r *queue.Reply) { written = append(written, string(r.Data)) })
 
 	if q.Release() {
 		t.Fatal("Release without a Hold reported held replies")

@@ -114,7 +114,7 @@ func (c *conn) release() {
 	c.isEOF = false
 	c.ctx = nil
 	c.safeCtx.Store(nil)
-	c.bufStart, c.bufEnd = 0, 0
+	c.setLatest(0)
 	if addr, ok := c.localAddr.(*net.TCPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
 		bsPool.Put(bs.StringToBytes(addr.Zone))
 	}
@@ -340,7 +340,7 @@ func (c *conn) consume(n int) { c.bufStart += int32(n) }
 func (c *conn) latestLen() int { return int(c.bufEnd - c.bufStart) }
 
 func (c *conn) resetBuffer() {
-	c.bufStart, c.bufEnd = 0, 0
+	c.setLatest(0)
 	c.inboundBuffer.Reset()
 	c.inboundBuffer.Done()
 }

@@ -286,7 +286,7 @@ loop:
 		return errorx.ErrEngineShutdown
 	}
 	_, _ = c.inboundBuffer.Write(c.latest())
-	c.bufStart, c.bufEnd = 0, 0
+	c.setLatest(0)
 
 	if c.isEOF || (isET && recv < chunk) {
 		goto loop
