@@ -271,6 +271,16 @@ func (d *Dispatcher) Host(conn net.Conn, h queue.Hosted) error {
 	}
 }
 
+// Now implements queue.Loop: within a batch, the time it began, so the
+// shared servers' query timings cost no clock reading of their own (a
+// reading takes about 80 ns on the VMs pgmts is benchmarked on).
+func (d *Dispatcher) Now() int64 {
+	if d.batchStart != 0 {
+		return d.batchStart
+	}
+	return queue.Nanotime()
+}
+
 // OnBatch implements gnet.BatchHandler: when one wake-up of the loop
 // brought several events, the replies they finish wait in the response
 // queue and OnBatchEnd writes them together (a single event's reply is

@@ -310,6 +310,20 @@ func TestAdminStatsAfterPgbench(t *testing.T) {
 	if after["total_requests"] != after["total_query_count"] {
 		t.Errorf("total_requests %s != total_query_count %s", after["total_requests"], after["total_query_count"])
 	}
+	// The query timings come from the loop's clock (the time its wake-up
+	// began): a query that sleeps 200 ms must count at least that.
+	c := p.connect(t)
+	if _, err := c.Exec(context.Background(), "SELECT pg_sleep(0.2)"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close(context.Background())
+	slept := show(t, p, "STATS").where("database", "bench")
+	if len(slept) != 1 {
+		t.Fatalf("SHOW STATS: no bench row")
+	}
+	if d := atoi(t, slept[0]["total_query_time"]) - atoi(t, after["total_query_time"]); d < 200_000 || d > 5_000_000 {
+		t.Errorf("total_query_time rose by %d µs over SELECT pg_sleep(0.2), want 200000 to 5000000", d)
+	}
 	totals := show(t, p, "STATS_TOTALS").where("database", "bench")
 	if len(totals) != 1 || atoi(t, totals[0]["xact_count"]) < int64(n) || atoi(t, totals[0]["bytes_sent"]) == 0 {
 		t.Errorf("SHOW STATS_TOTALS bench: %v", totals)

@@ -22,6 +22,9 @@ type Loop interface {
 	// returns once h.HostedOpen has run there. The loop takes a duplicate
 	// of the socket and closes conn.
 	Host(conn net.Conn, h Hosted) error
+	// Now is the loop's clock (a Nanotime reading), called on the loop:
+	// within a wake-up, the time it began, one reading for all its events.
+	Now() int64
 }
 
 // ErrLoopStopped is returned by Host when the dispatcher is stopping.

@@ -347,6 +347,7 @@ type sameLoop struct{}
 
 func (sameLoop) Run(fn func()) error               { fn(); return nil }
 func (sameLoop) Host(net.Conn, queue.Hosted) error { return nil }
+func (sameLoop) Now() int64                        { return queue.Nanotime() }
 
 // onSameLoop makes a response queue attached to a sameLoop, whose
 // deliver records what it writes in written (and then calls also, if

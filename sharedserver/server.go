@@ -349,7 +349,7 @@ func (s *Server) Poke() {
 		s.spare = data
 		s.clientGone(c)
 	case len(data) > 0:
-		s.stats.request(len(data))
+		s.stats.request(len(data), s.loop.Now())
 		if _, err := s.gc.Write(s.prepareStatements(c, data)); err != nil {
 			s.fail(err)
 			return
@@ -546,7 +546,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 		}
 		s.emit(msg)
 		s.flush()
-		s.stats.ready(msg[5])
+		s.stats.ready(msg[5], s.loop.Now())
 		if owner.Ready(s, msg[5]) {
 			s.resync()
 			owner.SetCancelTarget(nil)

@@ -31,8 +31,8 @@ type serverStats struct {
 }
 
 // request is called just before a client's bytes are written to PostgreSQL.
-func (st *serverStats) request(bytes int) {
-	st.reqStart.Store(queue.Nanotime())
+func (st *serverStats) request(bytes int, now int64) {
+	st.reqStart.Store(now)
 	queue.AddOwned(&st.requests, 1)
 	queue.AddOwned(&st.received, int64(bytes))
 }
@@ -42,8 +42,7 @@ func (st *serverStats) replied(bytes int) { queue.AddOwned(&st.sent, int64(bytes
 
 // ready is called at a client's ReadyForQuery: one query
 // ended, and with status 'I' one transaction.
-func (st *serverStats) ready(status byte) {
-	now := queue.Nanotime()
+func (st *serverStats) ready(status byte, now int64) {
 	start := st.reqStart.Load()
 	queue.AddOwned(&st.queries, 1)
 	queue.AddOwned(&st.queryTime, now-start)

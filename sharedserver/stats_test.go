@@ -16,13 +16,13 @@ import (
 func TestReadyRecordsDurations(t *testing.T) {
 	p := &Pools{metrics: metrics.NewSet()}
 	st := serverStats{hist: p.newHistograms("db", "u")}
-	st.request(10)
-	st.reqStart.Store(queue.Nanotime() - 2e9) // the first query ran for 2s
-	st.ready('T')
-	st.request(10)
-	st.ready('I')
-	st.request(10)
-	st.ready('I')
+	now := queue.Nanotime()
+	st.request(10, now-2e9) // the first query ran for 2s
+	st.ready('T', now)
+	st.request(10, now)
+	st.ready('I', now)
+	st.request(10, now)
+	st.ready('I', now)
 
 	var b bytes.Buffer
 	p.WriteHistograms(&b)
@@ -54,8 +54,8 @@ func BenchmarkReady(b *testing.B) {
 	st := serverStats{hist: p.newHistograms("db", "u")}
 	b.ReportAllocs()
 	for b.Loop() {
-		st.request(100)
-		st.ready('I')
+		st.request(100, queue.Nanotime())
+		st.ready('I', queue.Nanotime())
 	}
 }
 
