@@ -21,6 +21,7 @@ import (
 	"errors"
 	"os"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -31,10 +32,8 @@ import (
 )
 
 // yieldEvery keeps a busy loop goroutine rescheduled well inside sysmon's
-// 10 ms forced-preemption window (pgmts): a yield every so many wake-ups,
-// which costs no clock reading. 16 wake-ups take a few ms even when each
-// brings a thousand clients' requests, and under 1 ms at one client.
-const yieldEvery = 16
+// 10 ms forced-preemption window (pgmts).
+const yieldEvery = 5 * time.Millisecond
 
 // goyield is runtime.goyield (pgmts): like runtime.Gosched, it lets the
 // scheduler run (which is what sysmon looks for), but it puts the loop
@@ -142,14 +141,16 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 	el := newEventList(InitPollEventsCap)
 	var doChores bool
 
-	var wakeups int
+	start := time.Now()
+	var yielded time.Duration
 	for {
 		// pgmts: always a blocking wait, and a yield to the Go scheduler
-		// every yieldEvery wake-ups instead of on every empty poll; see
-		// third_party/gnet/PGMTS.md.
+		// every yieldEvery instead of on every empty poll; see
+		// third_party/gnet/PGMTS.md. (time.Since reads only the
+		// monotonic clock.)
 		n, err := unix.EpollWait(p.fd, el.events, -1)
-		if wakeups++; wakeups == yieldEvery {
-			wakeups = 0
+		if now := time.Since(start); now-yielded >= yieldEvery {
+			yielded = now
 			goyield()
 		}
 		if n == 0 || (n < 0 && err == unix.EINTR) {
