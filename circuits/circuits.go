@@ -68,6 +68,9 @@ type Circuit struct {
 	// openExtended: extended-protocol messages were sent since the last
 	// Sync, so the server holds an unnamed statement/portal for us.
 	openExtended bool
+	// pinned: the session holds state only its server has (a LISTEN, a
+	// SQL PREPARE), so it keeps that server until it leaves, in any mode.
+	pinned bool
 	// login holds the GUCs this client asked for (startup packet, options
 	// -c, and reported parameters it SET since), keyed by lower-case name,
 	// and the server's ParameterStatus set it was told at login (shared
@@ -172,8 +175,14 @@ func (c *Circuit) Busy() bool { return c.outstanding > 0 }
 // Releasable reports whether the circuit's server may go back to the pool
 // now (the caller also checks that no request bytes wait in the inbox).
 func (c *Circuit) Releasable() bool {
-	return c.Mode != Session && c.Idle()
+	return c.Mode != Session && !c.pinned && c.Idle()
 }
+
+// Pin keeps the circuit's server until the client leaves (see pinned).
+func (c *Circuit) Pin() { c.pinned = true }
+
+// Pinned reports whether Pin was called.
+func (c *Circuit) Pinned() bool { return c.pinned }
 
 // Refuses reports whether a ReadyForQuery with this transaction status
 // breaks the mode's promise (a transaction block in statement mode).

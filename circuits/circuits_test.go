@@ -3,6 +3,7 @@ package circuits_test
 import (
 	"reflect"
 	"testing"
+	"unsafe"
 
 	"github.com/pgmts/pgmts/circuits"
 )
@@ -427,5 +428,28 @@ func TestToldAtLogin(t *testing.T) {
 	want := map[string]string{"datestyle": "ISO", "timezone": "Europe/Paris", "application_name": "x"}
 	if !reflect.DeepEqual(c.Settings(), want) {
 		t.Fatalf("Settings = %v, want %v", c.Settings(), want)
+	}
+}
+
+// TestPinned: a pinned circuit is never releasable, in any mode, however
+// idle; an unpinned one in the same state is (outside session mode); and
+// a circuit stays 24 bytes with the flag.
+func TestPinned(t *testing.T) {
+	for _, mode := range []circuits.Mode{circuits.Transaction, circuits.Statement} {
+		c := circuits.New(mode, nil)
+		c.FromClient('Q')
+		c.Ready(circuits.TxIdle)
+		if !c.Releasable() || c.Pinned() {
+			t.Fatalf("%v: unpinned idle circuit: Releasable %v, Pinned %v", mode, c.Releasable(), c.Pinned())
+		}
+		c.Pin()
+		c.FromClient('Q')
+		c.Ready(circuits.TxIdle)
+		if c.Releasable() || !c.Pinned() || !c.Idle() {
+			t.Fatalf("%v: pinned idle circuit: Releasable %v, Pinned %v, Idle %v", mode, c.Releasable(), c.Pinned(), c.Idle())
+		}
+	}
+	if size := unsafe.Sizeof(circuits.Circuit{}); size != 24 {
+		t.Fatalf("Circuit is %d bytes, want 24", size)
 	}
 }

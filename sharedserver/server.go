@@ -404,12 +404,31 @@ func putLen(msg []byte) {
 	msg[1], msg[2], msg[3], msg[4] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 }
 
+// pin keeps this server for its client until the client leaves: what
+// the client's command made (a LISTEN, a SQL prepared statement) lives in
+// this backend only, and would be lost to the client, or left to the
+// next one, if the server went back to the pool. Session mode keeps the
+// server anyway.
+func (s *Server) pin(c *queue.Client, internal bool, command string) {
+	if c == nil || internal || c.Pool.Mode == circuits.Session {
+		return
+	}
+	var first bool
+	c.Circuit(func(ci *circuits.Circuit) {
+		first = !ci.Pinned()
+		ci.Pin()
+	})
+	if first {
+		s.log.Info("client keeps its server until it disconnects: its session now has state only that server holds", "client", c.ID, "command", command, "pool_mode", c.Pool.Mode.String())
+	}
+}
+
 // clientGone cleans up after a client that left while this server held
 // it: reset and keep the backend if the session was idle, else close it
 // (cancelling a running query) so no state reaches the next client.
 func (s *Server) clientGone(c *queue.Client) {
-	var idle, busy bool
-	c.Circuit(func(ci *circuits.Circuit) { idle, busy = ci.Idle(), ci.Busy() })
+	var idle, busy, pinned bool
+	c.Circuit(func(ci *circuits.Circuit) { idle, busy, pinned = ci.Idle(), ci.Busy(), ci.Pinned() })
 	s.owner.Store(nil)
 	c.Release(s)
 	c.SetCancelTarget(nil)
@@ -422,7 +441,13 @@ func (s *Server) clientGone(c *queue.Client) {
 		s.fail(errors.New("client left in the middle of a transaction or request"))
 		return
 	}
-	if q := s.pool.conf().ServerResetQuery; q != "" && s.pool.q.Mode == circuits.Session {
+	q := s.pool.conf().ServerResetQuery
+	if pinned {
+		// What pinned the session (listens, prepared statements) must not
+		// reach the next client, whatever server_reset_query says.
+		q = "DISCARD ALL"
+	}
+	if q != "" && (s.pool.q.Mode == circuits.Session || pinned) {
 		err := s.internalQuery(q, func() {
 			clear(s.settings)
 			s.carriesKnown = false
@@ -522,6 +547,10 @@ func (s *Server) handle(typ byte, msg []byte) {
 		switch string(msg[5 : len(msg)-1]) {
 		case "DISCARD ALL", "DEALLOCATE", "DEALLOCATE ALL":
 			s.forgetStatements()
+		case "LISTEN":
+			s.pin(owner, internal, "LISTEN")
+		case "PREPARE":
+			s.pin(owner, internal, "PREPARE")
 		}
 	case 'Z':
 		s.segmentDone()
