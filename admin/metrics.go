@@ -147,6 +147,11 @@ func (c *Console) writePoolMetrics(pw promWriter, st *state) {
 		pw.sample("pgmts_pool_clients", labels[i]+`,state="active"`, float64(active[p.Name]))
 		pw.sample("pgmts_pool_clients", labels[i]+`,state="waiting"`, float64(waiting[p.Name]))
 	}
+	pw.family("pgmts_pool_clients_pinned", "gauge",
+		"Clients that keep their backend until they disconnect, after a LISTEN or SQL PREPARE in transaction or statement mode.")
+	for i, p := range pools {
+		pw.sample("pgmts_pool_clients_pinned", labels[i], float64(st.pinned[p.Name]))
+	}
 	pw.family("pgmts_pool_servers", "gauge",
 		"Backend connections by state: idle, exec (a request in flight), bound (holding a client between requests), starting (logging in).")
 	for i, p := range pools {

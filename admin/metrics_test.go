@@ -107,6 +107,8 @@ func TestWriteMetrics(t *testing.T) {
 		`pgmts_pool_transactions_total{database="a",user="u"} 0` + "\n",
 		`pgmts_pool_servers{database="a",user="u",state="starting"} 0` + "\n",
 		`pgmts_pool_clients{database="a",user="u",state="waiting"} 0` + "\n",
+		"# TYPE pgmts_pool_clients_pinned gauge\n",
+		`pgmts_pool_clients_pinned{database="a",user="u"} 0` + "\n",
 		`pgmts_pool_max_servers{database="a",user="u"} 20` + "\n",
 		"# TYPE pgmts_pool_queue_wait_seconds histogram\n",
 		`pgmts_pool_queue_wait_seconds_bucket{database="a",user="u",le="0.0025"} 0` + "\n",

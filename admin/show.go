@@ -161,9 +161,11 @@ type state struct {
 	disp  dispatcher.Snapshot
 	// loggedIn counts the logged-in clients; active and waiting count
 	// them by pool name, as PgBouncer's cl_active (any state but waiting)
-	// and cl_waiting (a request in the queue).
-	loggedIn        int
-	active, waiting map[string]int64
+	// and cl_waiting (a request in the queue); pinned counts, by pool
+	// name, those that keep their server until they leave (metricsState
+	// only).
+	loggedIn                int
+	active, waiting, pinned map[string]int64
 	// Only from state, not metricsState:
 	clients  []clientRow
 	byID     map[uint64]*clientRow
@@ -336,12 +338,15 @@ func (c *Console) consolePools() []*queue.Pool {
 // endpoint does not need: with 10,000 clients they were 5.6 MB of garbage
 // a scrape.
 func (c *Console) metricsState() *state {
-	st := &state{pools: c.pools.Snapshot(), active: map[string]int64{}, waiting: map[string]int64{}}
+	st := &state{pools: c.pools.Snapshot(), active: map[string]int64{}, waiting: map[string]int64{}, pinned: map[string]int64{}}
 	if g := c.attached(); g != nil {
 		var clients []*queue.Client
 		st.disp, clients = g.Counters()
 		for _, cl := range clients {
 			st.count(cl.Pool, cl.State())
+			if cl.Pinned() {
+				st.pinned[cl.Pool.Name]++
+			}
 		}
 	}
 	return st

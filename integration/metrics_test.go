@@ -66,6 +66,9 @@ func TestMetricsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stays.Close(ctx10(t))
+	if _, err := stays.Exec(ctx10(t), "LISTEN pgmts_metrics"); err != nil { // pins it
+		t.Fatal(err)
+	}
 	c, err := pgx.Connect(ctx10(t), d.dsn())
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +106,8 @@ func TestMetricsUnderLoad(t *testing.T) {
 	}
 	for series, want := range map[string]float64{"pgmts_clients": 1,
 		`pgmts_pool_clients{database="postgres",user="bench",state="active"}`:  1,
-		`pgmts_pool_clients{database="postgres",user="bench",state="waiting"}`: 0} {
+		`pgmts_pool_clients{database="postgres",user="bench",state="waiting"}`: 0,
+		`pgmts_pool_clients_pinned{database="postgres",user="bench"}`:          1} {
 		if m[series] != want {
 			t.Errorf("%s = %v, want %v", series, m[series], want)
 		}

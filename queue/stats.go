@@ -109,6 +109,14 @@ func (c *Client) State() ClientState {
 	return c.stateName()
 }
 
+// Pinned reports whether the client keeps its server until it leaves
+// (circuits.Circuit.Pin).
+func (c *Client) Pinned() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.circuit.Pinned()
+}
+
 // stateName names c.state; call with mu held.
 func (c *Client) stateName() ClientState {
 	switch c.state {
