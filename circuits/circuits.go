@@ -178,10 +178,18 @@ func (c *Circuit) Releasable() bool {
 	return c.Mode != Session && !c.pinned && c.Idle()
 }
 
-// Pin keeps the circuit's server until the client leaves (see pinned).
-func (c *Circuit) Pin() { c.pinned = true }
+// Pin keeps the circuit's server until the client leaves (see pinned),
+// and reports whether that is new. Session mode keeps it anyway, so a
+// session circuit is never pinned.
+func (c *Circuit) Pin() (newly bool) {
+	if c.Mode == Session || c.pinned {
+		return false
+	}
+	c.pinned = true
+	return true
+}
 
-// Pinned reports whether Pin was called.
+// Pinned reports whether Pin pinned the circuit.
 func (c *Circuit) Pinned() bool { return c.pinned }
 
 // Refuses reports whether a ReadyForQuery with this transaction status

@@ -405,21 +405,14 @@ func putLen(msg []byte) {
 }
 
 // pin keeps this server for its client until the client leaves: what
-// the client's command made (a LISTEN, a SQL prepared statement) lives in
-// this backend only, and would be lost to the client, or left to the
-// next one, if the server went back to the pool. Session mode keeps the
-// server anyway.
-func (s *Server) pin(c *queue.Client, internal bool, command string) {
-	if c == nil || internal || c.Pool.Mode == circuits.Session {
-		return
-	}
-	var first bool
-	c.Circuit(func(ci *circuits.Circuit) {
-		first = !ci.Pinned()
-		ci.Pin()
-	})
-	if first {
-		s.log.Info("client keeps its server until it disconnects: its session now has state only that server holds", "client", c.ID, "command", command, "pool_mode", c.Pool.Mode.String())
+// the client's command (tag) made, a LISTEN or a SQL prepared statement,
+// lives in this backend only, and would be lost to the client, or left
+// to the next one, if the server went back to the pool.
+func (s *Server) pin(c *queue.Client, tag []byte) {
+	var newly bool
+	c.Circuit(func(ci *circuits.Circuit) { newly = ci.Pin() })
+	if newly {
+		s.log.Info("client keeps its server until it disconnects: its session now has state only that server holds", "client", c.ID, "command", string(tag), "pool_mode", c.Pool.Mode.String())
 	}
 }
 
@@ -441,14 +434,17 @@ func (s *Server) clientGone(c *queue.Client) {
 		s.fail(errors.New("client left in the middle of a transaction or request"))
 		return
 	}
-	q := s.pool.conf().ServerResetQuery
-	if pinned {
+	var reset string
+	switch {
+	case pinned:
 		// What pinned the session (listens, prepared statements) must not
 		// reach the next client, whatever server_reset_query says.
-		q = "DISCARD ALL"
+		reset = "DISCARD ALL"
+	case s.pool.q.Mode == circuits.Session:
+		reset = s.pool.conf().ServerResetQuery
 	}
-	if q != "" && (s.pool.q.Mode == circuits.Session || pinned) {
-		err := s.internalQuery(q, func() {
+	if reset != "" {
+		err := s.internalQuery(reset, func() {
 			clear(s.settings)
 			s.carriesKnown = false
 			s.next()
@@ -547,10 +543,10 @@ func (s *Server) handle(typ byte, msg []byte) {
 		switch string(msg[5 : len(msg)-1]) {
 		case "DISCARD ALL", "DEALLOCATE", "DEALLOCATE ALL":
 			s.forgetStatements()
-		case "LISTEN":
-			s.pin(owner, internal, "LISTEN")
-		case "PREPARE":
-			s.pin(owner, internal, "PREPARE")
+		case "LISTEN", "PREPARE":
+			if owner != nil && !internal {
+				s.pin(owner, msg[5:len(msg)-1])
+			}
 		}
 	case 'Z':
 		s.segmentDone()

@@ -66,7 +66,7 @@ func (cm *connMatrix) addConn(c *conn, _ int) {
 }
 
 func (cm *connMatrix) delConn(c *conn) {
-	if c.fd >= 0 && c.fd < len(cm.conns) {
+	if uint(c.fd) < uint(len(cm.conns)) {
 		cm.conns[c.fd] = nil
 	}
 	cm.incCount(0, -1)
