@@ -549,6 +549,8 @@ func boundReason(s queue.ClientSnapshot) string {
 	switch {
 	case s.Pool.Mode == circuits.Session:
 		return "session mode"
+	case s.Pins != 0:
+		return "pinned: " + s.Pins.String()
 	case s.TxStatus == circuits.TxInTx:
 		return "transaction"
 	case s.TxStatus == circuits.TxFailed:

@@ -68,9 +68,9 @@ type Circuit struct {
 	// openExtended: extended-protocol messages were sent since the last
 	// Sync, so the server holds an unnamed statement/portal for us.
 	openExtended bool
-	// pinned: the session holds state only its server has (a LISTEN, a
-	// SQL PREPARE), so it keeps that server until it leaves, in any mode.
-	pinned bool
+	// pins: the session holds state only its server has (Pins), so it
+	// keeps that server while any is left, in any mode.
+	pins Pins
 	// login holds the GUCs this client asked for (startup packet, options
 	// -c, and reported parameters it SET since), keyed by lower-case name,
 	// and the server's ParameterStatus set it was told at login (shared
@@ -175,22 +175,66 @@ func (c *Circuit) Busy() bool { return c.outstanding > 0 }
 // Releasable reports whether the circuit's server may go back to the pool
 // now (the caller also checks that no request bytes wait in the inbox).
 func (c *Circuit) Releasable() bool {
-	return c.Mode != Session && !c.pinned && c.Idle()
+	return c.Mode != Session && c.pins == 0 && c.Idle()
 }
 
-// Pin keeps the circuit's server until the client leaves (see pinned),
-// and reports whether that is new. Session mode keeps it anyway, so a
-// session circuit is never pinned.
-func (c *Circuit) Pin() (newly bool) {
-	if c.Mode == Session || c.pinned {
-		return false
+// Pins names the session state that only the circuit's server holds, and
+// that keeps the circuit on that server while any is left.
+type Pins uint8
+
+const (
+	PinListen   Pins = 1 << iota // LISTEN
+	PinPrepare                   // SQL PREPARE
+	PinCursor                    // a WITH HOLD cursor
+	PinTemp                      // a temporary table, view or sequence
+	PinAdvisory                  // a session-level advisory lock
+	PinLoad                      // LOAD: a library stays loaded for good
+	// PinChecking holds the server while it asks its backend which state
+	// the session still holds (see SetPins).
+	PinChecking
+
+	// Checked is what a backend can be asked about; LOAD cannot be undone.
+	Checked = PinListen | PinPrepare | PinCursor | PinTemp | PinAdvisory
+)
+
+var pinNames = [...]string{"LISTEN", "SQL PREPARE", "WITH HOLD cursor", "temporary table", "advisory lock", "LOAD", "checking session state"}
+
+// String lists the pins, comma-separated.
+func (p Pins) String() string {
+	var names []string
+	for i, name := range pinNames {
+		if p&(1<<i) != 0 {
+			names = append(names, name)
+		}
 	}
-	c.pinned = true
-	return true
+	return strings.Join(names, ", ")
 }
 
-// Pinned reports whether Pin pinned the circuit.
-func (c *Circuit) Pinned() bool { return c.pinned }
+// Pin adds pins and returns those that are new. Session mode keeps the
+// server anyway, so a session circuit is never pinned.
+func (c *Circuit) Pin(p Pins) (added Pins) {
+	if c.Mode == Session {
+		return 0
+	}
+	added = p &^ c.pins
+	c.pins |= p
+	return added
+}
+
+// SetPins records what the backend said the session still holds (found,
+// within Checked), and ends PinChecking; LOAD stays.
+func (c *Circuit) SetPins(found Pins) {
+	if c.Mode == Session {
+		return
+	}
+	c.pins = found&Checked | c.pins&PinLoad
+}
+
+// Pins returns what pins the circuit to its server.
+func (c *Circuit) Pins() Pins { return c.pins }
+
+// Pinned reports whether anything pins the circuit to its server.
+func (c *Circuit) Pinned() bool { return c.pins != 0 }
 
 // Refuses reports whether a ReadyForQuery with this transaction status
 // breaks the mode's promise (a transaction block in statement mode).

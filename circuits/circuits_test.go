@@ -442,7 +442,9 @@ func TestPinned(t *testing.T) {
 		if !c.Releasable() || c.Pinned() {
 			t.Fatalf("%v: unpinned idle circuit: Releasable %v, Pinned %v", mode, c.Releasable(), c.Pinned())
 		}
-		c.Pin()
+		if added := c.Pin(circuits.PinListen); added != circuits.PinListen {
+			t.Fatalf("%v: Pin added %v", mode, added)
+		}
 		c.FromClient('Q')
 		c.Ready(circuits.TxIdle)
 		if c.Releasable() || !c.Pinned() || !c.Idle() {
@@ -451,5 +453,36 @@ func TestPinned(t *testing.T) {
 	}
 	if size := unsafe.Sizeof(circuits.Circuit{}); size != 24 {
 		t.Fatalf("Circuit is %d bytes, want 24", size)
+	}
+}
+
+// TestPins: pins add up, SetPins replaces what a backend can be asked
+// about (ending PinChecking) but keeps LOAD, and session circuits take
+// none.
+func TestPins(t *testing.T) {
+	c := circuits.New(circuits.Transaction, nil)
+	if added := c.Pin(circuits.PinListen | circuits.PinTemp); added != circuits.PinListen|circuits.PinTemp {
+		t.Fatalf("Pin added %v", added)
+	}
+	if added := c.Pin(circuits.PinListen | circuits.PinLoad); added != circuits.PinLoad {
+		t.Fatalf("Pin again added %v, want only LOAD", added)
+	}
+	c.Pin(circuits.PinChecking)
+	c.SetPins(circuits.PinCursor)
+	if got, want := c.Pins(), circuits.PinCursor|circuits.PinLoad; got != want {
+		t.Fatalf("after SetPins: %v, want %v", got, want)
+	}
+	if got := c.Pins().String(); got != "WITH HOLD cursor, LOAD" {
+		t.Fatalf("String = %q", got)
+	}
+	c = circuits.New(circuits.Transaction, nil)
+	c.Pin(circuits.PinChecking)
+	c.SetPins(0)
+	if c.Pinned() || !c.Releasable() {
+		t.Fatalf("a check that found nothing left the circuit pinned: %v", c.Pins())
+	}
+	s := circuits.New(circuits.Session, nil)
+	if s.Pin(circuits.PinListen) != 0 || s.Pinned() {
+		t.Fatal("a session circuit was pinned")
 	}
 }

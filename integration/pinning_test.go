@@ -2,10 +2,12 @@ package integration
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgmts/pgmts/config"
 )
@@ -96,5 +98,192 @@ func TestPinnedClientLeavesNoState(t *testing.T) {
 	}
 	if pidB != pidA || listens != 0 || prepared != 0 {
 		t.Fatalf("next client: backend %d (pinned client's %d), %d listens, %d SQL prepared statements; want the same backend, none left", pidB, pidA, listens, prepared)
+	}
+}
+
+// pinnedCircuits returns the pinned column of the circuits pinned by
+// session state ("pinned: ..."), as SHOW CIRCUITS tells them.
+func pinnedCircuits(t *testing.T, p *pgmts) []string {
+	t.Helper()
+	var pinned []string
+	for _, c := range show(t, p, "CIRCUITS").rows {
+		if strings.HasPrefix(c["pinned"], "pinned: ") {
+			pinned = append(pinned, c["pinned"])
+		}
+	}
+	return pinned
+}
+
+// waitUnpinned waits until no circuit is pinned by session state.
+func waitUnpinned(t *testing.T, p *pgmts) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pinned := pinnedCircuits(t, p)
+		if len(pinned) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still pinned after the state was dropped: %v", pinned)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSessionStatePins: in transaction mode, each kind of session state
+// keeps its client on its backend (the state stays usable while another
+// client holds a server, and SHOW CIRCUITS names it), and dropping it
+// lets the backend go again.
+func TestSessionStatePins(t *testing.T) {
+	p := startPgmts(t, withConsole("transaction", 3))
+	for _, tc := range []struct {
+		name, make, count, drop, reason string
+	}{
+		{"temp table", "CREATE TEMP TABLE pin_t AS SELECT 1 AS x", "SELECT count(*) FROM pin_t", "DROP TABLE pin_t", "temporary table"},
+		{"holdable cursor", "DECLARE pin_c CURSOR WITH HOLD FOR SELECT generate_series(1, 3)",
+			"SELECT count(*) FROM pg_cursors WHERE name = 'pin_c'", "CLOSE pin_c", "WITH HOLD cursor"},
+		{"advisory lock", "SELECT pg_advisory_lock(4242)",
+			"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+			"SELECT pg_advisory_unlock(4242)", "advisory lock"},
+		{"listen", "LISTEN pin_l", "SELECT count(*) FROM pg_listening_channels()", "UNLISTEN pin_l", "LISTEN"},
+		{"sql prepare", "PREPARE pin_p AS SELECT 1", "SELECT count(*) FROM pg_prepared_statements WHERE name = 'pin_p'",
+			"DEALLOCATE pin_p", "SQL PREPARE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := afterOtherTakesServer(t, p, tc.make)
+			var n int
+			if err := c.QueryRow(ctx10(t), tc.count).Scan(&n); err != nil || n != 1 {
+				t.Fatalf("%s on the client's next transaction: %d, %v; want 1 (its own backend)", tc.count, n, err)
+			}
+			if pinned := pinnedCircuits(t, p); len(pinned) != 1 || pinned[0] != "pinned: "+tc.reason {
+				t.Fatalf("SHOW CIRCUITS pinned: %q, want one %q", pinned, "pinned: "+tc.reason)
+			}
+			if _, err := c.Exec(ctx10(t), tc.drop); err != nil {
+				t.Fatal(err)
+			}
+			waitUnpinned(t, p)
+		})
+	}
+}
+
+// TestCursorInTransactionDoesNotPin: a cursor without HOLD ends with its
+// transaction, and so does an ON COMMIT DROP temporary table: neither
+// keeps the backend.
+func TestCursorInTransactionDoesNotPin(t *testing.T) {
+	p := startPgmts(t, withConsole("transaction", 2))
+	c := p.connect(t)
+	tx, err := c.Begin(ctx10(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{"DECLARE tx_c CURSOR FOR SELECT 1", "FETCH 1 FROM tx_c",
+		"CREATE TEMP TABLE tx_t (x int) ON COMMIT DROP"} {
+		if _, err := tx.Exec(ctx10(t), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(ctx10(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitUnpinned(t, p)
+	for _, cl := range show(t, p, "CIRCUITS").where("database", "bench") {
+		if cl["status"] != "idle" {
+			t.Fatalf("the client still holds a server after its transaction: %v", cl)
+		}
+	}
+}
+
+// TestCheckWaitsForPipeline: a client that sends more requests before
+// the reply to the one that made session state gets every reply (the
+// backend is asked about its state only once nothing is in flight).
+func TestCheckWaitsForPipeline(t *testing.T) {
+	p := startPgmts(t, withConsole("transaction", 2))
+	c := p.connect(t)
+	pl := c.PgConn().StartPipeline(ctx10(t))
+	for _, sql := range []string{"CREATE TEMP TABLE pipe_t AS SELECT 7 AS x", "SELECT x + 1 FROM pipe_t", "SELECT x + 2 FROM pipe_t"} {
+		pl.SendQueryParams(sql, nil, nil, nil, nil)
+		if err := pl.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for syncs := 0; syncs < 3; {
+		res, err := pl.GetResults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch r := res.(type) {
+		case *pgconn.ResultReader:
+			rr := r.Read()
+			if rr.Err != nil {
+				t.Fatal(rr.Err)
+			}
+			for _, row := range rr.Rows {
+				got = append(got, string(row[0]))
+			}
+		case *pgconn.PipelineSync:
+			syncs++
+		}
+	}
+	if err := pl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "8,9" {
+		t.Fatalf("pipelined results %v, want [8 9]", got)
+	}
+	if pinned := pinnedCircuits(t, p); len(pinned) != 1 || pinned[0] != "pinned: temporary table" {
+		t.Fatalf("SHOW CIRCUITS pinned: %q, want the temporary table", pinned)
+	}
+	var v int
+	if err := c.QueryRow(ctx10(t), "SELECT x FROM pipe_t").Scan(&v); err != nil || v != 7 {
+		t.Fatalf("the temporary table after the pipeline: %d, %v", v, err)
+	}
+}
+
+// TestLoadClosesBackend: a library a client LOADed cannot be unloaded, so
+// its backend is closed when the client leaves, not handed on. (LOAD
+// outside $libdir/plugins needs a superuser.)
+func TestLoadClosesBackend(t *testing.T) {
+	needCluster(t)
+	const loader, loaderPass = "pin_loader", "loader-pw"
+	err := cluster.Exec(`DO $$ BEGIN CREATE ROLE ` + loader + ` SUPERUSER LOGIN PASSWORD '` + loaderPass + `';
+		EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPgmts(t, func(c *config.Config) {
+		withConsole("transaction", 1)(c)
+		c.Users[loader] = config.User{Password: loaderPass}
+	})
+	connect := func() *pgx.Conn {
+		c, err := pgx.Connect(ctx10(t), p.dsn(loader, loaderPass, "bench"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		return c
+	}
+	a := connect()
+	var pidA, pidB int
+	if _, err := a.Exec(ctx10(t), "LOAD 'plpgsql'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.QueryRow(ctx10(t), "SELECT pg_backend_pid()").Scan(&pidA); err != nil {
+		t.Fatal(err)
+	}
+	if pinned := pinnedCircuits(t, p); len(pinned) != 1 || pinned[0] != "pinned: LOAD" {
+		t.Fatalf("SHOW CIRCUITS pinned: %q, want LOAD", pinned)
+	}
+	if err := a.Close(ctx10(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := connect().QueryRow(ctx10(t), "SELECT pg_backend_pid()").Scan(&pidB); err != nil {
+		t.Fatal(err)
+	}
+	if pidB == pidA {
+		t.Fatalf("the next client got backend %d, which had a library LOADed", pidA)
 	}
 }

@@ -258,6 +258,20 @@ func (c *Client) Ready(server any, status byte) (released bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.circuit.Ready(status)
+	return c.releaseIfDone(server)
+}
+
+// Settle is Ready without a ReadyForQuery: the server asks again after
+// something that may have unpinned the circuit (Circuit.SetPins).
+func (c *Client) Settle(server any) (released bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.releaseIfDone(server)
+}
+
+// releaseIfDone lets server go if the client needs it no more (with c.mu
+// held).
+func (c *Client) releaseIfDone(server any) bool {
 	if c.server == server && c.circuit.Releasable() && len(c.inbox) == 0 && !c.closed {
 		c.goIdle()
 		return true

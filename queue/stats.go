@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgmts/pgmts/circuits"
 )
 
 // clientStats counts a client's traffic for the admin console. The
@@ -81,6 +83,7 @@ type ClientSnapshot struct {
 	// request in flight, nothing in flight and no transaction open.
 	TxStatus        byte
 	Busy, Idle      bool
+	Pins            circuits.Pins // what keeps it on its server
 	ApplicationName string
 	// Requests counts the batches of messages the dispatcher submitted.
 	Requests, Messages, Received, Sent int64
@@ -94,7 +97,7 @@ func (c *Client) Snapshot() ClientSnapshot {
 	defer c.mu.Unlock()
 	s := ClientSnapshot{
 		ID: c.ID, Pool: c.Pool, Server: c.server, Connected: c.Connected(),
-		TxStatus: c.circuit.TxStatus, Busy: c.circuit.Busy(), Idle: c.circuit.Idle(),
+		TxStatus: c.circuit.TxStatus, Busy: c.circuit.Busy(), Idle: c.circuit.Idle(), Pins: c.circuit.Pins(),
 		ApplicationName: c.circuit.Settings()["application_name"],
 		Requests:        c.stats.requests, Messages: c.stats.messages, Received: c.stats.received,
 		Sent: c.stats.sent.Load(), Backlog: c.Backlog(), State: c.stateName(),

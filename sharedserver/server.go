@@ -72,8 +72,13 @@ type Server struct {
 	carries      string
 	carriesKnown bool
 	// internal lists queries pgmts itself sent whose replies must be
-	// swallowed; a non-nil func runs when that reply is done.
-	internal []func()
+	// swallowed; a non-nil func runs when that reply is done, given the
+	// query's last DataRow (row; nil if none).
+	internal []func(row []byte)
+	row      []byte
+	// recheck: the owner's current transaction may have made or dropped
+	// session state no tag names (sessionstate.go).
+	recheck bool
 	// statements are the named prepared statements on this backend:
 	// name → the Parse message that made it (see statements.go).
 	statements map[string]string
@@ -389,7 +394,7 @@ func (s *Server) applySettings(c *queue.Client) error {
 
 // internalQuery sends a query of pgmts's own; its reply is swallowed and
 // done (if not nil) runs when it has come.
-func (s *Server) internalQuery(sql string, done func()) error {
+func (s *Server) internalQuery(sql string, done func(row []byte)) error {
 	s.internal = append(s.internal, done)
 	s.wseg++
 	msg := append([]byte{'Q', 0, 0, 0, 0}, sql...)
@@ -404,25 +409,15 @@ func putLen(msg []byte) {
 	msg[1], msg[2], msg[3], msg[4] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 }
 
-// pin keeps this server for its client until the client leaves: what
-// the client's command (tag) made, a LISTEN or a SQL prepared statement,
-// lives in this backend only, and would be lost to the client, or left
-// to the next one, if the server went back to the pool.
-func (s *Server) pin(c *queue.Client, tag []byte) {
-	var newly bool
-	c.Circuit(func(ci *circuits.Circuit) { newly = ci.Pin() })
-	if newly {
-		s.log.Info("client keeps its server until it disconnects: its session now has state only that server holds", "client", c.ID, "command", string(tag), "pool_mode", c.Pool.Mode.String())
-	}
-}
-
 // clientGone cleans up after a client that left while this server held
 // it: reset and keep the backend if the session was idle, else close it
 // (cancelling a running query) so no state reaches the next client.
 func (s *Server) clientGone(c *queue.Client) {
-	var idle, busy, pinned bool
-	c.Circuit(func(ci *circuits.Circuit) { idle, busy, pinned = ci.Idle(), ci.Busy(), ci.Pinned() })
+	var idle, busy bool
+	var pins circuits.Pins
+	c.Circuit(func(ci *circuits.Circuit) { idle, busy, pins = ci.Idle(), ci.Busy(), ci.Pins() })
 	s.owner.Store(nil)
+	s.recheck = false
 	c.Release(s)
 	c.SetCancelTarget(nil)
 	if !idle {
@@ -434,17 +429,22 @@ func (s *Server) clientGone(c *queue.Client) {
 		s.fail(errors.New("client left in the middle of a transaction or request"))
 		return
 	}
+	if pins&circuits.PinLoad != 0 {
+		s.fail(errors.New("the client had LOADed a library, which no reset unloads"))
+		return
+	}
 	var reset string
 	switch {
-	case pinned:
-		// What pinned the session (listens, prepared statements) must not
-		// reach the next client, whatever server_reset_query says.
+	case pins != 0:
+		// What pinned the session (listens, statements, cursors, temporary
+		// tables, advisory locks) must not reach the next client, whatever
+		// server_reset_query says: DISCARD ALL drops all of it.
 		reset = "DISCARD ALL"
 	case s.pool.q.Mode == circuits.Session:
 		reset = s.pool.conf().ServerResetQuery
 	}
 	if reset != "" {
-		err := s.internalQuery(reset, func() {
+		err := s.internalQuery(reset, func([]byte) {
 			clear(s.settings)
 			s.carriesKnown = false
 			s.next()
@@ -501,7 +501,7 @@ func (s *Server) consume(buf []byte) int {
 			break
 		}
 		if size > len(buf)-start {
-			if inspected(typ) {
+			if inspected(typ) || typ == 'D' && len(s.internal) > 0 {
 				break // wait for the whole message: gnet keeps the bytes
 			}
 			// Stream big rows and COPY data through without ever holding
@@ -540,21 +540,28 @@ func (s *Server) handle(typ byte, msg []byte) {
 			return
 		}
 	case 'C':
-		switch string(msg[5 : len(msg)-1]) {
+		tag := msg[5 : len(msg)-1]
+		switch string(tag) {
 		case "DISCARD ALL", "DEALLOCATE", "DEALLOCATE ALL":
 			s.forgetStatements()
-		case "LISTEN", "PREPARE":
-			if owner != nil && !internal {
-				s.pin(owner, msg[5:len(msg)-1])
-			}
+		}
+		if owner != nil && !internal {
+			s.sessionTag(owner, tag)
+		}
+	case 'D':
+		if internal {
+			s.row = append(s.row[:0], msg[5:]...)
+			return
 		}
 	case 'Z':
 		s.segmentDone()
 		if internal {
 			done := s.internal[0]
 			s.internal = s.internal[1:]
+			row := s.row
+			s.row = s.row[:0]
 			if done != nil {
-				done()
+				done(row)
 			}
 			return
 		}
@@ -572,11 +579,20 @@ func (s *Server) handle(typ byte, msg []byte) {
 		s.emit(msg)
 		s.flush()
 		s.stats.ready(msg[5], s.loop.Now())
+		if s.recheck && msg[5] == circuits.TxIdle {
+			owner.Circuit(func(ci *circuits.Circuit) { ci.Pin(circuits.PinChecking) })
+		}
 		if owner.Ready(s, msg[5]) {
-			s.resync()
-			owner.SetCancelTarget(nil)
-			s.owner.Store(nil)
-			s.next()
+			s.release(owner)
+			return
+		}
+		// The check goes out once nothing of the client's is in flight:
+		// until its reply, everything the backend sends is the check's.
+		if s.recheck && owner.Idle() {
+			s.recheck = false
+			if err := s.checkSessionState(owner); err != nil {
+				s.fail(err)
+			}
 		}
 		return
 	case 'S':
@@ -623,6 +639,15 @@ func (s *Server) handle(typ byte, msg []byte) {
 		return
 	}
 	s.emit(msg)
+}
+
+// release lets the server go after its owner is done with it.
+func (s *Server) release(owner *queue.Client) {
+	s.recheck = false
+	s.resync()
+	owner.SetCancelTarget(nil)
+	s.owner.Store(nil)
+	s.next()
 }
 
 // emit appends reply bytes for the owner, sending full chunks.
