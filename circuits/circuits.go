@@ -189,15 +189,17 @@ const (
 	PinTemp                      // a temporary table, view or sequence
 	PinAdvisory                  // a session-level advisory lock
 	PinLoad                      // LOAD: a library stays loaded for good
+	PinSetting                   // a SET of a parameter pgmts does not carry
 	// PinChecking holds the server while it asks its backend which state
 	// the session still holds (see SetPins).
 	PinChecking
 
 	// Checked is what a backend can be asked about; LOAD cannot be undone.
-	Checked = PinListen | PinPrepare | PinCursor | PinTemp | PinAdvisory
+	Checked = PinListen | PinPrepare | PinCursor | PinTemp | PinAdvisory | PinSetting
 )
 
-var pinNames = [...]string{"LISTEN", "SQL PREPARE", "WITH HOLD cursor", "temporary table", "advisory lock", "LOAD", "checking session state"}
+var pinNames = [...]string{"LISTEN", "SQL PREPARE", "WITH HOLD cursor", "temporary table", "advisory lock", "LOAD", "SET",
+	"checking session state"}
 
 // String lists the pins, comma-separated.
 func (p Pins) String() string {
@@ -380,6 +382,15 @@ func SettingsSQL(set [][2]string, reset []string) string {
 		fmt.Fprintf(&b, "RESET %s;", identifierPath(k))
 	}
 	return b.String()
+}
+
+// NamesArraySQL renders the settings' names as an SQL text[] value.
+func NamesArraySQL(settings map[string]string) string {
+	names := slices.Sorted(maps.Keys(settings))
+	for i, n := range names {
+		names[i] = literal(n)
+	}
+	return "ARRAY[" + strings.Join(names, ",") + "]::text[]"
 }
 
 func literal(s string) string {

@@ -486,3 +486,13 @@ func TestPins(t *testing.T) {
 		t.Fatal("a session circuit was pinned")
 	}
 }
+
+func TestNamesArraySQL(t *testing.T) {
+	if got := circuits.NamesArraySQL(nil); got != "ARRAY[]::text[]" {
+		t.Fatalf("no names: %s", got)
+	}
+	got := circuits.NamesArraySQL(map[string]string{"timezone": "UTC", "it's": "x", "application_name": "a"})
+	if want := `ARRAY[E'application_name',E'it''s',E'timezone']::text[]`; got != want {
+		t.Fatalf("NamesArraySQL = %s, want %s", got, want)
+	}
+}

@@ -148,6 +148,8 @@ func TestSessionStatePins(t *testing.T) {
 		{"listen", "LISTEN pin_l", "SELECT count(*) FROM pg_listening_channels()", "UNLISTEN pin_l", "LISTEN"},
 		{"sql prepare", "PREPARE pin_p AS SELECT 1", "SELECT count(*) FROM pg_prepared_statements WHERE name = 'pin_p'",
 			"DEALLOCATE pin_p", "SQL PREPARE"},
+		{"non-reported setting", "SET work_mem = '7MB'", "SELECT count(*) FROM pg_settings WHERE name = 'work_mem' AND setting = '7168'",
+			"RESET work_mem", "SET"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := afterOtherTakesServer(t, p, tc.make)
@@ -190,6 +192,23 @@ func TestCursorInTransactionDoesNotPin(t *testing.T) {
 		if cl["status"] != "idle" {
 			t.Fatalf("the client still holds a server after its transaction: %v", cl)
 		}
+	}
+}
+
+// TestReportedSetDoesNotPin: a SET of a parameter PostgreSQL reports
+// follows the client from backend to backend, so it pins nothing.
+func TestReportedSetDoesNotPin(t *testing.T) {
+	p := startPgmts(t, withConsole("transaction", 2))
+	c := p.connect(t)
+	for _, sql := range []string{"SET TimeZone = 'Asia/Tokyo'", "SET application_name = 'unpinned'"} {
+		if _, err := c.Exec(ctx10(t), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUnpinned(t, p)
+	var tz string
+	if err := c.QueryRow(ctx10(t), "SHOW TimeZone").Scan(&tz); err != nil || tz != "Asia/Tokyo" {
+		t.Fatalf("TimeZone %q, %v", tz, err)
 	}
 }
 

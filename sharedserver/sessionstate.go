@@ -23,16 +23,21 @@ import (
 // one extra query, run only after a command that can matter.
 
 // checkSQL asks a backend which session state it holds, one boolean per
-// checked pin, in the order of circuits.Pins' bits. It runs between
-// transactions, so any advisory lock left is a session-level one.
+// checked pin, in the order of checkedPins. It runs between transactions,
+// so any advisory lock left is a session-level one. The last column is
+// completed with the names of the settings pgmts carries for the client
+// (lower case): a parameter SET in the session that is none of them lives
+// in this backend only.
 const checkSQL = `SELECT EXISTS (SELECT FROM pg_catalog.pg_listening_channels()),
 EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql),
 EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable),
 EXISTS (SELECT FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()),
-EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())`
+EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()),
+EXISTS (SELECT FROM pg_catalog.pg_settings WHERE source = 'session' AND pg_catalog.lower(name) <> ALL (`
 
 // checkedPins are the pins checkSQL's columns answer, in order.
-var checkedPins = [...]circuits.Pins{circuits.PinListen, circuits.PinPrepare, circuits.PinCursor, circuits.PinTemp, circuits.PinAdvisory}
+var checkedPins = [...]circuits.Pins{circuits.PinListen, circuits.PinPrepare, circuits.PinCursor, circuits.PinTemp,
+	circuits.PinAdvisory, circuits.PinSetting}
 
 // sessionTag looks at the CommandComplete tag of the owner's command: it
 // pins the owner for state the tag names, or asks for a check when the
@@ -48,9 +53,11 @@ func (s *Server) sessionTag(owner *queue.Client, tag []byte) {
 		s.pin(owner, circuits.PinPrepare, tag)
 	case "LOAD":
 		s.pin(owner, circuits.PinLoad, tag)
-	case "DECLARE CURSOR":
-		s.recheck = true // WITH HOLD or not: the backend knows
-	case "UNLISTEN", "DEALLOCATE", "DEALLOCATE ALL", "CLOSE CURSOR", "CLOSE CURSOR ALL",
+	case "DECLARE CURSOR", "SET":
+		// WITH HOLD or not, a parameter pgmts carries or not: the
+		// backend knows.
+		s.recheck = true
+	case "RESET", "UNLISTEN", "DEALLOCATE", "DEALLOCATE ALL", "CLOSE CURSOR", "CLOSE CURSOR ALL",
 		"DISCARD ALL", "DISCARD TEMP", "DROP TABLE", "DROP VIEW", "DROP SEQUENCE":
 		s.recheck = s.recheck || owner.Pinned()
 	}
@@ -120,7 +127,9 @@ func lowerIs(b []byte, word string) bool {
 // server go if none is left. Requests the client sends meanwhile are
 // written after the check, so its answer is about the state before them.
 func (s *Server) checkSessionState(owner *queue.Client) error {
-	return s.internalQuery(checkSQL, func(row []byte) {
+	var carried string
+	owner.Circuit(func(ci *circuits.Circuit) { carried = circuits.NamesArraySQL(ci.Settings()) })
+	return s.internalQuery(checkSQL+carried+"))", func(row []byte) {
 		if s.owner.Load() != owner {
 			return // the client left meanwhile: clientGone reset the backend
 		}

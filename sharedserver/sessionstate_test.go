@@ -38,14 +38,15 @@ func dataRow(values ...string) []byte {
 }
 
 func TestParsePins(t *testing.T) {
-	got, ok := parsePins(dataRow("t", "f", "f", "t", "t"))
+	got, ok := parsePins(dataRow("t", "f", "f", "t", "t", "f"))
 	if want := circuits.PinListen | circuits.PinTemp | circuits.PinAdvisory; !ok || got != want {
 		t.Fatalf("parsePins = %v, %v; want %v", got, ok, want)
 	}
-	if got, ok := parsePins(dataRow("f", "f", "f", "f", "f")); !ok || got != 0 {
+	if got, ok := parsePins(dataRow("f", "f", "f", "f", "f", "f")); !ok || got != 0 {
 		t.Fatalf("nothing held: %v, %v", got, ok)
 	}
-	for _, bad := range [][]byte{nil, dataRow("t", "f"), dataRow("t", "f", "f", "t", "x"), dataRow("t", "f", "f", "t", "tt"), dataRow("t", "f", "f", "t", "t")[:10]} {
+	for _, bad := range [][]byte{nil, dataRow("t", "f"), dataRow("t", "f", "f", "t", "t", "x"), dataRow("t", "f", "f", "t", "t", "tt"),
+		dataRow("t", "f", "f", "t", "t", "t")[:10]} {
 		if _, ok := parsePins(bad); ok {
 			t.Errorf("parsePins(%x) accepted a malformed row", bad)
 		}
