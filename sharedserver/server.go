@@ -615,7 +615,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 	case 'E':
 		if internal {
 			e := wire.ErrorFields(msg[5:])
-			s.log.Warn("a query pgmts sent to apply session settings failed", "err", e.Error())
+			s.log.Warn("a query pgmts sent on its own failed (session settings, reset, or session-state check: after a failed check the client stays pinned)", "err", e.Error())
 			return
 		}
 		if owner == nil {
