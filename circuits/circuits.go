@@ -72,7 +72,8 @@ type Circuit struct {
 	// keeps that server while any is left, in any mode.
 	pins Pins
 	// login holds the GUCs this client asked for (startup packet, options
-	// -c, and reported parameters it SET since), keyed by lower-case name,
+	// -c, reported parameters it SET since, and what ReplaceSettings read
+	// back from its backend), keyed by lower-case name,
 	// and the server's ParameterStatus set it was told at login (shared
 	// with the pool's other clients); nil while there are neither.
 	login *loginSet
@@ -121,10 +122,25 @@ func New(mode Mode, settings map[string]string) *Circuit {
 	return &Circuit{Mode: mode, TxStatus: TxIdle, login: internSettings(settings)}
 }
 
-// setting records a setting the client made, on a copy of the login set
-// the first time (the login overrides are moved into reported first, as
-// toldAtLogin reads them from the login set).
+// setting records a setting the client made.
 func (c *Circuit) setting(name, value string) {
+	c.ownCopy()
+	c.login.settings[strings.ToLower(name)] = value
+}
+
+// ReplaceSettings makes settings (lower-case names) the client's
+// settings: what its backend says the session has set, after the client
+// SET or RESET parameters PostgreSQL does not report.
+func (c *Circuit) ReplaceSettings(settings map[string]string) {
+	c.ownCopy()
+	clear(c.login.settings)
+	maps.Copy(c.login.settings, settings)
+}
+
+// ownCopy gives the circuit a copy of its login set to change, the first
+// time (the login overrides are moved into reported first, as
+// toldAtLogin reads them from the login set).
+func (c *Circuit) ownCopy() {
 	if !c.ownSettings() {
 		for param, v := range c.login.told() {
 			if s, ok := c.login.get(strings.ToLower(param)); ok && s != v {
@@ -139,7 +155,6 @@ func (c *Circuit) setting(name, value string) {
 		}
 		c.login = own
 	}
-	c.login.settings[strings.ToLower(name)] = value
 }
 
 // FromClient records a message the client sent, by type byte.
@@ -189,13 +204,13 @@ const (
 	PinTemp                      // a temporary table, view or sequence
 	PinAdvisory                  // a session-level advisory lock
 	PinLoad                      // LOAD: a library stays loaded for good
-	PinSetting                   // a SET of a parameter pgmts does not carry
+	PinSetting                   // a SET pgmts could not read back
 	// PinChecking holds the server while it asks its backend which state
 	// the session still holds (see SetPins).
 	PinChecking
 
 	// Checked is what a backend can be asked about; LOAD cannot be undone.
-	Checked = PinListen | PinPrepare | PinCursor | PinTemp | PinAdvisory | PinSetting
+	Checked = PinListen | PinPrepare | PinCursor | PinTemp | PinAdvisory
 )
 
 var pinNames = [...]string{"LISTEN", "SQL PREPARE", "WITH HOLD cursor", "temporary table", "advisory lock", "LOAD", "SET",
@@ -224,12 +239,12 @@ func (c *Circuit) Pin(p Pins) (added Pins) {
 }
 
 // SetPins records what the backend said the session still holds (found,
-// within Checked), and ends PinChecking; LOAD stays.
+// within Checked), and ends PinChecking; LOAD and SET stay.
 func (c *Circuit) SetPins(found Pins) {
 	if c.Mode == Session {
 		return
 	}
-	c.pins = found&Checked | c.pins&PinLoad
+	c.pins = found&Checked | c.pins&(PinLoad|PinSetting)
 }
 
 // Pins returns what pins the circuit to its server.
@@ -382,15 +397,6 @@ func SettingsSQL(set [][2]string, reset []string) string {
 		fmt.Fprintf(&b, "RESET %s;", identifierPath(k))
 	}
 	return b.String()
-}
-
-// NamesArraySQL renders the settings' names as an SQL text[] value.
-func NamesArraySQL(settings map[string]string) string {
-	names := slices.Sorted(maps.Keys(settings))
-	for i, n := range names {
-		names[i] = literal(n)
-	}
-	return "ARRAY[" + strings.Join(names, ",") + "]::text[]"
 }
 
 func literal(s string) string {

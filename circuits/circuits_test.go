@@ -487,12 +487,21 @@ func TestPins(t *testing.T) {
 	}
 }
 
-func TestNamesArraySQL(t *testing.T) {
-	if got := circuits.NamesArraySQL(nil); got != "ARRAY[]::text[]" {
-		t.Fatalf("no names: %s", got)
+// TestReplaceSettings: the backend's word replaces the client's settings,
+// on a copy: the login set other clients share is left alone, and what
+// the client was told at login stays what it was told.
+func TestReplaceSettings(t *testing.T) {
+	login := map[string]string{"DateStyle": "ISO", "application_name": "app"}
+	a, b := circuits.New(circuits.Transaction, login), circuits.New(circuits.Transaction, login)
+	a.SetLoginReported(map[string]string{"DateStyle": "Postgres", "TimeZone": "UTC"})
+	a.ReplaceSettings(map[string]string{"datestyle": "ISO", "work_mem": "7MB"})
+	if want := map[string]string{"datestyle": "ISO", "work_mem": "7MB"}; !reflect.DeepEqual(a.Settings(), want) {
+		t.Fatalf("replaced settings %v, want %v", a.Settings(), want)
 	}
-	got := circuits.NamesArraySQL(map[string]string{"timezone": "UTC", "it's": "x", "application_name": "a"})
-	if want := `ARRAY[E'application_name',E'it''s',E'timezone']::text[]`; got != want {
-		t.Fatalf("NamesArraySQL = %s, want %s", got, want)
+	if want := map[string]string{"datestyle": "ISO", "application_name": "app"}; !reflect.DeepEqual(b.Settings(), want) {
+		t.Fatalf("another client's settings changed: %v", b.Settings())
+	}
+	if a.Reported("DateStyle", "ISO", false) {
+		t.Fatal("the client must not be told DateStyle again: it logged in with ISO")
 	}
 }

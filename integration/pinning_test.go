@@ -148,8 +148,6 @@ func TestSessionStatePins(t *testing.T) {
 		{"listen", "LISTEN pin_l", "SELECT count(*) FROM pg_listening_channels()", "UNLISTEN pin_l", "LISTEN"},
 		{"sql prepare", "PREPARE pin_p AS SELECT 1", "SELECT count(*) FROM pg_prepared_statements WHERE name = 'pin_p'",
 			"DEALLOCATE pin_p", "SQL PREPARE"},
-		{"non-reported setting", "SET work_mem = '7MB'", "SELECT count(*) FROM pg_settings WHERE name = 'work_mem' AND setting = '7168'",
-			"RESET work_mem", "SET"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := afterOtherTakesServer(t, p, tc.make)
@@ -195,21 +193,64 @@ func TestCursorInTransactionDoesNotPin(t *testing.T) {
 	}
 }
 
-// TestReportedSetDoesNotPin: a SET of a parameter PostgreSQL reports
-// follows the client from backend to backend, so it pins nothing.
-func TestReportedSetDoesNotPin(t *testing.T) {
+// TestUnreportedSetFollowsClient: in transaction mode, a SET of a parameter
+// PostgreSQL does not report (work_mem, search_path) follows the client to
+// another backend without pinning it, the backend it was made on does
+// not pass it to the next client, and RESET takes it back.
+func TestUnreportedSetFollowsClient(t *testing.T) {
 	p := startPgmts(t, withConsole("transaction", 2))
-	c := p.connect(t)
-	for _, sql := range []string{"SET TimeZone = 'Asia/Tokyo'", "SET application_name = 'unpinned'"} {
-		if _, err := c.Exec(ctx10(t), sql); err != nil {
+	a := p.connect(t)
+	var def string
+	if err := p.connect(t).QueryRow(ctx10(t), "SHOW work_mem").Scan(&def); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{"SET work_mem = '7MB'", "SET search_path = pin_schema, public", "SET TimeZone = 'Asia/Tokyo'"} {
+		if _, err := a.Exec(ctx10(t), sql); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitUnpinned(t, p)
-	var tz string
-	if err := c.QueryRow(ctx10(t), "SHOW TimeZone").Scan(&tz); err != nil || tz != "Asia/Tokyo" {
-		t.Fatalf("TimeZone %q, %v", tz, err)
+	var pidA, pidB int
+	if err := a.QueryRow(ctx10(t), "SELECT pg_backend_pid()").Scan(&pidA); err != nil {
+		t.Fatal(err)
 	}
+	// b's transaction takes the backend a last used (the most recently
+	// parked), so a's next one runs on the other.
+	tx, err := p.connect(t).Begin(ctx10(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	var bMem, bPath string
+	if err := tx.QueryRow(ctx10(t), "SELECT pg_backend_pid(), current_setting('work_mem'), current_setting('search_path')").Scan(&pidB, &bMem, &bPath); err != nil {
+		t.Fatal(err)
+	}
+	if pidB != pidA || bMem != def || strings.Contains(bPath, "pin_schema") {
+		t.Fatalf("next client on backend %d (a's %d): work_mem %s, search_path %s; want a's backend with its defaults (%s)", pidB, pidA, bMem, bPath, def)
+	}
+	var pid int
+	var mem, path, tz string
+	if err := a.QueryRow(ctx10(t), "SELECT pg_backend_pid(), current_setting('work_mem'), current_setting('search_path'), current_setting('TimeZone')").Scan(&pid, &mem, &path, &tz); err != nil {
+		t.Fatal(err)
+	}
+	if pid == pidA || mem != "7MB" || path != "pin_schema, public" || tz != "Asia/Tokyo" {
+		t.Fatalf("a on backend %d (it set them on %d): work_mem %s, search_path %s, TimeZone %s; want another backend with a's settings", pid, pidA, mem, path, tz)
+	}
+	if _, err := a.Exec(ctx10(t), "RESET work_mem"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx10(t)); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // whichever backend it gets
+		if err := a.QueryRow(ctx10(t), "SHOW work_mem").Scan(&mem); err != nil || mem != def {
+			t.Fatalf("work_mem after RESET: %s, %v; want %s", mem, err, def)
+		}
+		if err := p.connect(t).QueryRow(ctx10(t), "SHOW work_mem").Scan(&mem); err != nil || mem != def {
+			t.Fatalf("another client's work_mem: %s, %v; want %s", mem, err, def)
+		}
+	}
+	waitUnpinned(t, p)
 }
 
 // TestCheckWaitsForPipeline: a client that sends more requests before

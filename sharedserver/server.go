@@ -73,12 +73,15 @@ type Server struct {
 	carriesKnown bool
 	// internal lists queries pgmts itself sent whose replies must be
 	// swallowed; a non-nil func runs when that reply is done, given the
-	// query's last DataRow (row; nil if none).
-	internal []func(row []byte)
-	row      []byte
-	// recheck: the owner's current transaction may have made or dropped
-	// session state no tag names (sessionstate.go).
-	recheck bool
+	// query's DataRow messages (rows) and whether it succeeded (no
+	// ErrorResponse: failed is false).
+	internal []func(rows []byte, ok bool)
+	rows     []byte
+	failed   bool
+	// recheck and refetch: the owner's current transaction may have made
+	// or dropped session state, or set parameters PostgreSQL does not
+	// report (sessionstate.go).
+	recheck, refetch bool
 	// statements are the named prepared statements on this backend:
 	// name → the Parse message that made it (see statements.go).
 	statements map[string]string
@@ -394,7 +397,7 @@ func (s *Server) applySettings(c *queue.Client) error {
 
 // internalQuery sends a query of pgmts's own; its reply is swallowed and
 // done (if not nil) runs when it has come.
-func (s *Server) internalQuery(sql string, done func(row []byte)) error {
+func (s *Server) internalQuery(sql string, done func(rows []byte, ok bool)) error {
 	s.internal = append(s.internal, done)
 	s.wseg++
 	msg := append([]byte{'Q', 0, 0, 0, 0}, sql...)
@@ -417,7 +420,7 @@ func (s *Server) clientGone(c *queue.Client) {
 	var pins circuits.Pins
 	c.Circuit(func(ci *circuits.Circuit) { idle, busy, pins = ci.Idle(), ci.Busy(), ci.Pins() })
 	s.owner.Store(nil)
-	s.recheck = false
+	s.recheck, s.refetch = false, false
 	c.Release(s)
 	c.SetCancelTarget(nil)
 	if !idle {
@@ -444,7 +447,7 @@ func (s *Server) clientGone(c *queue.Client) {
 		reset = s.pool.conf().ServerResetQuery
 	}
 	if reset != "" {
-		err := s.internalQuery(reset, func([]byte) {
+		err := s.internalQuery(reset, func([]byte, bool) {
 			clear(s.settings)
 			s.carriesKnown = false
 			s.next()
@@ -550,7 +553,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 		}
 	case 'D':
 		if internal {
-			s.row = append(s.row[:0], msg[5:]...)
+			s.rows = append(s.rows, msg...)
 			return
 		}
 	case 'Z':
@@ -558,10 +561,10 @@ func (s *Server) handle(typ byte, msg []byte) {
 		if internal {
 			done := s.internal[0]
 			s.internal = s.internal[1:]
-			row := s.row
-			s.row = s.row[:0]
+			rows, ok := s.rows, !s.failed
+			s.rows, s.failed = s.rows[:0], false
 			if done != nil {
-				done(row)
+				done(rows, ok)
 			}
 			return
 		}
@@ -579,18 +582,18 @@ func (s *Server) handle(typ byte, msg []byte) {
 		s.emit(msg)
 		s.flush()
 		s.stats.ready(msg[5], s.loop.Now())
-		if s.recheck && msg[5] == circuits.TxIdle {
+		ask := s.recheck || s.refetch
+		if ask && msg[5] == circuits.TxIdle {
 			owner.Circuit(func(ci *circuits.Circuit) { ci.Pin(circuits.PinChecking) })
 		}
 		if owner.Ready(s, msg[5]) {
 			s.release(owner)
 			return
 		}
-		// The check goes out once nothing of the client's is in flight:
-		// until its reply, everything the backend sends is the check's.
-		if s.recheck && owner.Idle() {
-			s.recheck = false
-			if err := s.checkSessionState(owner); err != nil {
+		// The questions go out once nothing of the client's is in flight:
+		// until their replies, everything the backend sends is theirs.
+		if ask && owner.Idle() {
+			if err := s.askBackend(owner); err != nil {
 				s.fail(err)
 			}
 		}
@@ -614,6 +617,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 		return
 	case 'E':
 		if internal {
+			s.failed = true
 			e := wire.ErrorFields(msg[5:])
 			s.log.Warn("a query pgmts sent on its own failed (session settings, reset, or session-state check: after a failed check the client stays pinned)", "err", e.Error())
 			return
@@ -643,7 +647,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 
 // release lets the server go after its owner is done with it.
 func (s *Server) release(owner *queue.Client) {
-	s.recheck = false
+	s.recheck, s.refetch = false, false
 	s.resync()
 	owner.SetCancelTarget(nil)
 	s.owner.Store(nil)

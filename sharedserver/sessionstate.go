@@ -2,9 +2,11 @@ package sharedserver
 
 import (
 	"encoding/binary"
+	"maps"
 
 	"github.com/pgmts/pgmts/circuits"
 	"github.com/pgmts/pgmts/queue"
+	"github.com/pgmts/pgmts/wire"
 )
 
 // Session state that outlives a transaction (a LISTEN, a SQL prepared
@@ -21,23 +23,30 @@ import (
 // may or may not leave some. For those the server asks the backend itself
 // (checkSQL) when the transaction is over, before it lets the server go:
 // one extra query, run only after a command that can matter.
+//
+// Parameters are carried, not pinned: PostgreSQL reports some (TimeZone,
+// application_name, ...) with ParameterStatus, and after a SET, RESET or
+// DISCARD ALL the server reads the session's own settings back
+// (settingsSQL) and makes them the client's settings, which every server
+// that takes the client applies (and the next client's diff resets).
 
 // checkSQL asks a backend which session state it holds, one boolean per
 // checked pin, in the order of checkedPins. It runs between transactions,
-// so any advisory lock left is a session-level one. The last column is
-// completed with the names of the settings pgmts carries for the client
-// (lower case): a parameter SET in the session that is none of them lives
-// in this backend only.
+// so any advisory lock left is a session-level one.
 const checkSQL = `SELECT EXISTS (SELECT FROM pg_catalog.pg_listening_channels()),
 EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql),
 EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable),
 EXISTS (SELECT FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()),
-EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()),
-EXISTS (SELECT FROM pg_catalog.pg_settings WHERE source = 'session' AND pg_catalog.lower(name) <> ALL (`
+EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid())`
 
 // checkedPins are the pins checkSQL's columns answer, in order.
 var checkedPins = [...]circuits.Pins{circuits.PinListen, circuits.PinPrepare, circuits.PinCursor, circuits.PinTemp,
-	circuits.PinAdvisory, circuits.PinSetting}
+	circuits.PinAdvisory}
+
+// settingsSQL reads the parameters set in the session (by the client, or
+// by pgmts for it), as set_config can set them again elsewhere.
+const settingsSQL = `SELECT pg_catalog.lower(name), pg_catalog.current_setting(name) FROM pg_catalog.pg_settings
+WHERE source = 'session' AND context IN ('user', 'superuser')`
 
 // sessionTag looks at the CommandComplete tag of the owner's command: it
 // pins the owner for state the tag names, or asks for a check when the
@@ -53,12 +62,15 @@ func (s *Server) sessionTag(owner *queue.Client, tag []byte) {
 		s.pin(owner, circuits.PinPrepare, tag)
 	case "LOAD":
 		s.pin(owner, circuits.PinLoad, tag)
-	case "DECLARE CURSOR", "SET":
-		// WITH HOLD or not, a parameter pgmts carries or not: the
-		// backend knows.
-		s.recheck = true
-	case "RESET", "UNLISTEN", "DEALLOCATE", "DEALLOCATE ALL", "CLOSE CURSOR", "CLOSE CURSOR ALL",
-		"DISCARD ALL", "DISCARD TEMP", "DROP TABLE", "DROP VIEW", "DROP SEQUENCE":
+	case "DECLARE CURSOR":
+		s.recheck = true // WITH HOLD or not: the backend knows
+	case "SET", "RESET":
+		s.refetch = true
+	case "DISCARD ALL":
+		s.refetch = true
+		s.recheck = s.recheck || owner.Pinned()
+	case "UNLISTEN", "DEALLOCATE", "DEALLOCATE ALL", "CLOSE CURSOR", "CLOSE CURSOR ALL",
+		"DISCARD TEMP", "DROP TABLE", "DROP VIEW", "DROP SEQUENCE":
 		s.recheck = s.recheck || owner.Pinned()
 	}
 }
@@ -121,61 +133,143 @@ func lowerIs(b []byte, word string) bool {
 	return true
 }
 
-// checkSessionState asks the backend which session state the owner's
-// session still holds; the owner is pinned (PinChecking) meanwhile and
-// has nothing in flight. The answer sets the owner's pins, and lets the
-// server go if none is left. Requests the client sends meanwhile are
-// written after the check, so its answer is about the state before them.
-func (s *Server) checkSessionState(owner *queue.Client) error {
-	var carried string
-	owner.Circuit(func(ci *circuits.Circuit) { carried = circuits.NamesArraySQL(ci.Settings()) })
-	return s.internalQuery(checkSQL+carried+"))", func(row []byte) {
-		if s.owner.Load() != owner {
-			return // the client left meanwhile: clientGone reset the backend
+// askBackend sends the questions the owner's last transaction raised
+// (refetch, recheck). The owner is pinned (PinChecking) and has nothing in
+// flight; requests it sends meanwhile are written after the questions, so
+// the answers are about the session before them. The last answer ends
+// PinChecking and lets the server go if nothing else holds it.
+func (s *Server) askBackend(owner *queue.Client) error {
+	refetch, recheck := s.refetch, s.recheck
+	s.refetch, s.recheck = false, false
+	if refetch {
+		err := s.internalQuery(settingsSQL, func(rows []byte, ok bool) {
+			s.gotSettings(owner, rows, ok)
+			if !recheck {
+				s.answered(owner, nil)
+			}
+		})
+		if err != nil || !recheck {
+			return err
 		}
-		found, ok := parsePins(row)
-		if !ok {
+	}
+	return s.internalQuery(checkSQL, func(rows []byte, ok bool) {
+		found, parsed := parsePins(rows)
+		if !ok || !parsed {
 			// Keep the server, still marked as checking: unknown state
-			// must not reach another client (the failed query was logged).
+			// must not reach another client (a failed query was logged).
 			return
 		}
-		var before, after circuits.Pins
-		owner.Circuit(func(ci *circuits.Circuit) {
-			before = ci.Pins()
-			ci.SetPins(found)
-			after = ci.Pins()
-		})
-		if added := after &^ before; added != 0 {
-			s.log.Info("client keeps its server while its session holds state only that server has",
-				"client", owner.ID, "pinned", added.String(), "pool_mode", owner.Pool.Mode.String())
-		} else if after == 0 && before&^circuits.PinChecking != 0 {
-			s.log.Debug("client's session holds no state of its server any more: it is unpinned", "client", owner.ID)
-		}
-		if owner.Settle(s) {
-			s.release(owner)
-		}
+		s.answered(owner, &found)
 	})
 }
 
-// parsePins reads checkSQL's DataRow.
-func parsePins(row []byte) (circuits.Pins, bool) {
-	if len(row) < 2 || int(binary.BigEndian.Uint16(row)) != len(checkedPins) {
-		return 0, false
+// gotSettings makes the session's settings (settingsSQL's rows) the
+// owner's, and what this backend carries.
+func (s *Server) gotSettings(owner *queue.Client, rows []byte, ok bool) {
+	if s.owner.Load() != owner {
+		return // the client left meanwhile: clientGone reset the backend
 	}
-	row = row[2:]
+	settings, parsed := parseSettings(rows)
+	if !ok || !parsed {
+		// What the client SET is unknown: it stays on this backend.
+		s.pin(owner, circuits.PinSetting, []byte("SET"))
+		return
+	}
+	owner.Circuit(func(ci *circuits.Circuit) { ci.ReplaceSettings(settings) })
+	clear(s.settings)
+	maps.Copy(s.settings, settings)
+	s.carriesKnown = false
+}
+
+// answered ends PinChecking with the pins found (nil: the pins stand), and
+// lets the server go if nothing holds it.
+func (s *Server) answered(owner *queue.Client, found *circuits.Pins) {
+	if s.owner.Load() != owner {
+		return
+	}
+	var before, after circuits.Pins
+	owner.Circuit(func(ci *circuits.Circuit) {
+		before = ci.Pins()
+		if found != nil {
+			ci.SetPins(*found)
+		} else {
+			ci.SetPins(before)
+		}
+		after = ci.Pins()
+	})
+	if added := after &^ before; added != 0 {
+		s.log.Info("client keeps its server while its session holds state only that server has",
+			"client", owner.ID, "pinned", added.String(), "pool_mode", owner.Pool.Mode.String())
+	} else if after == 0 && before&^circuits.PinChecking != 0 {
+		s.log.Debug("client's session holds no state of its server any more: it is unpinned", "client", owner.ID)
+	}
+	if owner.Settle(s) {
+		s.release(owner)
+	}
+}
+
+// dataRows calls fn with the columns of each DataRow message in rows; it
+// reports false if one is malformed or a value is NULL.
+func dataRows(rows []byte, fn func(cols [][]byte)) bool {
+	var cols [][]byte
+	for len(rows) > 0 {
+		typ, size, ok := wire.Header(rows)
+		if !ok || typ != 'D' || size < 7 || size > len(rows) {
+			return false
+		}
+		body := rows[7:size]
+		n := int(binary.BigEndian.Uint16(rows[5:]))
+		cols = cols[:0]
+		for range n {
+			if len(body) < 4 {
+				return false
+			}
+			l := int(int32(binary.BigEndian.Uint32(body)))
+			if l < 0 || l > len(body)-4 {
+				return false
+			}
+			cols = append(cols, body[4:4+l])
+			body = body[4+l:]
+		}
+		if len(body) != 0 {
+			return false
+		}
+		fn(cols)
+		rows = rows[size:]
+	}
+	return true
+}
+
+// parseSettings reads settingsSQL's rows.
+func parseSettings(rows []byte) (map[string]string, bool) {
+	settings := map[string]string{}
+	ok := dataRows(rows, func(cols [][]byte) {
+		if len(cols) == 2 {
+			settings[string(cols[0])] = string(cols[1])
+		}
+	})
+	return settings, ok
+}
+
+// parsePins reads checkSQL's one row.
+func parsePins(rows []byte) (circuits.Pins, bool) {
 	var found circuits.Pins
-	for _, pin := range checkedPins {
-		if len(row) < 5 || binary.BigEndian.Uint32(row) != 1 {
-			return 0, false
+	n := 0
+	ok := dataRows(rows, func(cols [][]byte) {
+		n++
+		if len(cols) != len(checkedPins) {
+			n = -1
+			return
 		}
-		switch row[4] {
-		case 't':
-			found |= pin
-		case 'f':
-		default:
-			return 0, false
+		for i, v := range cols {
+			switch string(v) {
+			case "t":
+				found |= checkedPins[i]
+			case "f":
+			default:
+				n = -1
+			}
 		}
-		row = row[5:]
-	}
-	return found, true
+	})
+	return found, ok && n == 1
 }

@@ -2,6 +2,7 @@ package sharedserver
 
 import (
 	"encoding/binary"
+	"reflect"
 	"testing"
 
 	"github.com/pgmts/pgmts/circuits"
@@ -27,28 +28,48 @@ func TestMentionsSessionState(t *testing.T) {
 	}
 }
 
-// dataRow builds a DataRow body of one-character text values.
+// dataRow builds a DataRow message of text values.
 func dataRow(values ...string) []byte {
-	b := binary.BigEndian.AppendUint16(nil, uint16(len(values)))
+	b := []byte{'D', 0, 0, 0, 0}
+	b = binary.BigEndian.AppendUint16(b, uint16(len(values)))
 	for _, v := range values {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
 		b = append(b, v...)
 	}
+	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-1))
 	return b
 }
 
 func TestParsePins(t *testing.T) {
-	got, ok := parsePins(dataRow("t", "f", "f", "t", "t", "f"))
+	got, ok := parsePins(dataRow("t", "f", "f", "t", "t"))
 	if want := circuits.PinListen | circuits.PinTemp | circuits.PinAdvisory; !ok || got != want {
 		t.Fatalf("parsePins = %v, %v; want %v", got, ok, want)
 	}
-	if got, ok := parsePins(dataRow("f", "f", "f", "f", "f", "f")); !ok || got != 0 {
+	if got, ok := parsePins(dataRow("f", "f", "f", "f", "f")); !ok || got != 0 {
 		t.Fatalf("nothing held: %v, %v", got, ok)
 	}
-	for _, bad := range [][]byte{nil, dataRow("t", "f"), dataRow("t", "f", "f", "t", "t", "x"), dataRow("t", "f", "f", "t", "t", "tt"),
-		dataRow("t", "f", "f", "t", "t", "t")[:10]} {
+	row := dataRow("t", "f", "f", "t", "t")
+	for _, bad := range [][]byte{nil, dataRow("t", "f"), dataRow("t", "f", "f", "t", "x"), dataRow("t", "f", "f", "t", "tt"),
+		row[:10], append(append([]byte{}, row...), row...)} {
 		if _, ok := parsePins(bad); ok {
-			t.Errorf("parsePins(%x) accepted a malformed row", bad)
+			t.Errorf("parsePins(%x) accepted a malformed answer", bad)
+		}
+	}
+}
+
+func TestParseSettings(t *testing.T) {
+	rows := append(dataRow("work_mem", "7MB"), dataRow("search_path", `"$user", public`)...)
+	got, ok := parseSettings(rows)
+	if want := map[string]string{"work_mem": "7MB", "search_path": `"$user", public`}; !ok || !reflect.DeepEqual(got, want) {
+		t.Fatalf("parseSettings = %v, %v; want %v", got, ok, want)
+	}
+	if got, ok := parseSettings(nil); !ok || len(got) != 0 {
+		t.Fatalf("no settings: %v, %v", got, ok)
+	}
+	null := []byte{'D', 0, 0, 0, 10, 0, 1, 0xff, 0xff, 0xff, 0xff}
+	for _, bad := range [][]byte{rows[:len(rows)-1], null, {'C', 0, 0, 0, 4}} {
+		if _, ok := parseSettings(bad); ok {
+			t.Errorf("parseSettings(%x) accepted a malformed answer", bad)
 		}
 	}
 }
