@@ -197,8 +197,10 @@ func (s *Server) answered(owner *queue.Client, found *circuits.Pins) {
 		}
 		after = ci.Pins()
 	})
+	// Debug, not info: an application may take and release an advisory
+	// lock, or make and drop a temporary table, in every transaction.
 	if added := after &^ before; added != 0 {
-		s.log.Info("client keeps its server while its session holds state only that server has",
+		s.log.Debug("client keeps its server while its session holds state only that server has",
 			"client", owner.ID, "pinned", added.String(), "pool_mode", owner.Pool.Mode.String())
 	} else if after == 0 && before&^circuits.PinChecking != 0 {
 		s.log.Debug("client's session holds no state of its server any more: it is unpinned", "client", owner.ID)
