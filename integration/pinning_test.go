@@ -193,6 +193,18 @@ func TestCursorInTransactionDoesNotPin(t *testing.T) {
 	}
 }
 
+// stateQueries counts the queries pgmts sent to ask its backends about
+// the bench pool's clients' session state.
+func stateQueries(p *pgmts) int64 {
+	var n int64
+	for _, pool := range p.pools.Snapshot().Pools {
+		if pool.Database == "bench" {
+			n += pool.Totals.StateQueries
+		}
+	}
+	return n
+}
+
 // TestUnreportedSetFollowsClient: in transaction mode, a SET of a parameter
 // PostgreSQL does not report (work_mem, search_path) follows the client to
 // another backend without pinning it, the backend it was made on does
@@ -203,6 +215,9 @@ func TestUnreportedSetFollowsClient(t *testing.T) {
 	var def string
 	if err := p.connect(t).QueryRow(ctx10(t), "SHOW work_mem").Scan(&def); err != nil {
 		t.Fatal(err)
+	}
+	if n := stateQueries(p); n != 0 {
+		t.Fatalf("%d session-state queries after plain queries, want 0", n)
 	}
 	for _, sql := range []string{"SET work_mem = '7MB'", "SET search_path = pin_schema, public", "SET TimeZone = 'Asia/Tokyo'"} {
 		if _, err := a.Exec(ctx10(t), sql); err != nil {
@@ -251,6 +266,9 @@ func TestUnreportedSetFollowsClient(t *testing.T) {
 		}
 	}
 	waitUnpinned(t, p)
+	if n := stateQueries(p); n != 4 {
+		t.Fatalf("%d session-state queries, want 4: one read-back for each SET and the RESET", n)
+	}
 }
 
 // TestCheckWaitsForPipeline: a client that sends more requests before

@@ -142,6 +142,7 @@ func (s *Server) askBackend(owner *queue.Client) error {
 	refetch, recheck := s.refetch, s.recheck
 	s.refetch, s.recheck = false, false
 	if refetch {
+		s.stats.asked()
 		err := s.internalQuery(settingsSQL, func(rows []byte, ok bool) {
 			s.gotSettings(owner, rows, ok)
 			if !recheck {
@@ -152,6 +153,7 @@ func (s *Server) askBackend(owner *queue.Client) error {
 			return err
 		}
 	}
+	s.stats.asked()
 	return s.internalQuery(checkSQL, func(rows []byte, ok bool) {
 		found, parsed := parsePins(rows)
 		if !ok || !parsed {

@@ -23,6 +23,7 @@ type serverStats struct {
 	reqStart           atomic.Int64 // nanotime of the last request written
 
 	queries, xacts, sent, errors atomic.Int64
+	stateQueries                 atomic.Int64
 	queryTime, xactTime          atomic.Int64 // nanoseconds
 	lastReady                    atomic.Int64 // nanotime of the last ReadyForQuery
 	xactStart                    int64        // loop only: when the open transaction began
@@ -62,6 +63,10 @@ func (st *serverStats) ready(status byte, now int64) {
 // errored is called for each ErrorResponse relayed to a client.
 func (st *serverStats) errored() { queue.AddOwned(&st.errors, 1) }
 
+// asked is called for each query sent to ask the backend about a client's
+// session state (sessionstate.go).
+func (st *serverStats) asked() { queue.AddOwned(&st.stateQueries, 1) }
+
 func seconds(ns int64) float64 { return float64(ns) / 1e9 }
 
 // Totals are traffic and timing counters, per server or summed per pool.
@@ -72,6 +77,7 @@ type Totals struct {
 	Received     int64 // client bytes written to PostgreSQL
 	Sent         int64 // reply bytes handed to clients
 	Errors       int64 // ErrorResponses relayed to clients
+	StateQueries int64 // queries pgmts sent to ask about session state
 	QueryTime    time.Duration
 	XactTime     time.Duration
 }
@@ -84,6 +90,7 @@ func (t *Totals) Add(o Totals) {
 	t.Received += o.Received
 	t.Sent += o.Sent
 	t.Errors += o.Errors
+	t.StateQueries += o.StateQueries
 	t.QueryTime += o.QueryTime
 	t.XactTime += o.XactTime
 }
@@ -91,7 +98,7 @@ func (t *Totals) Add(o Totals) {
 func (st *serverStats) totals() Totals {
 	return Totals{
 		Requests: st.requests.Load(), Queries: st.queries.Load(), Transactions: st.xacts.Load(),
-		Received: st.received.Load(), Sent: st.sent.Load(), Errors: st.errors.Load(),
+		Received: st.received.Load(), Sent: st.sent.Load(), Errors: st.errors.Load(), StateQueries: st.stateQueries.Load(),
 		QueryTime: time.Duration(st.queryTime.Load()), XactTime: time.Duration(st.xactTime.Load()),
 	}
 }
