@@ -191,6 +191,10 @@ func TestCursorInTransactionDoesNotPin(t *testing.T) {
 			t.Fatalf("the client still holds a server after its transaction: %v", cl)
 		}
 	}
+	// The TEMP table asks once; a cursor without HOLD does not.
+	if n := stateQueries(p); n != 1 {
+		t.Fatalf("%d session-state queries, want 1", n)
+	}
 }
 
 // stateQueries counts the queries pgmts sent to ask its backends about

@@ -62,8 +62,6 @@ func (s *Server) sessionTag(owner *queue.Client, tag []byte) {
 		s.pin(owner, circuits.PinPrepare, tag)
 	case "LOAD":
 		s.pin(owner, circuits.PinLoad, tag)
-	case "DECLARE CURSOR":
-		s.recheck = true // WITH HOLD or not: the backend knows
 	case "SET", "RESET":
 		s.refetch = true
 	case "DISCARD ALL":
@@ -87,12 +85,19 @@ func (s *Server) pin(c *queue.Client, p circuits.Pins, tag []byte) {
 
 // mentionsSessionState reports whether SQL text may make or drop state
 // that no tag names: a temporary table (CREATE TEMP TABLE ... AS and
-// SELECT INTO TEMP end with tag SELECT) or an advisory lock (taken and
-// released in a SELECT). It looks for the words TEMP, TEMPORARY and
-// pg_temp, and for "advisory"; a false alarm costs one check query.
+// SELECT INTO TEMP end with tag SELECT), an advisory lock (taken and
+// released in a SELECT) or a WITH HOLD cursor (DECLARE's tag does not say
+// which, and most cursors end with their transaction). It looks for the
+// words TEMP, TEMPORARY, pg_temp and HOLD (not after WITHOUT), and for
+// "advisory"; a false alarm costs one check query.
 func mentionsSessionState(sql []byte) bool {
 	for i := 0; i+4 <= len(sql); i++ {
 		switch sql[i] | 0x20 {
+		case 'h':
+			if lowerIs(sql[i+1:], "old") && (i == 0 || !identChar(sql[i-1])) &&
+				(i+4 == len(sql) || !identChar(sql[i+4])) && !afterWithout(sql[:i]) {
+				return true
+			}
 		case 't':
 			if sql[i+1]|0x20 != 'e' || !lowerIs(sql[i+2:], "mp") ||
 				i > 0 && identChar(sql[i-1]) && !(i >= 3 && lowerIs(sql[i-3:], "pg_")) {
@@ -114,6 +119,18 @@ func mentionsSessionState(sql []byte) bool {
 	return false
 }
 
+// afterWithout reports whether before ends with the word WITHOUT and
+// white space.
+func afterWithout(before []byte) bool {
+	end := len(before)
+	for end > 0 && (before[end-1] == ' ' || before[end-1] == '\t' || before[end-1] == '\n' || before[end-1] == '\r') {
+		end--
+	}
+	const word = "without"
+	start := end - len(word)
+	return start >= 0 && lowerIs(before[start:], word) && (start == 0 || !identChar(before[start-1]))
+}
+
 // identChar reports whether c may continue an SQL identifier.
 func identChar(c byte) bool {
 	return c|0x20 >= 'a' && c|0x20 <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '$' || c >= 0x80
@@ -126,7 +143,11 @@ func lowerIs(b []byte, word string) bool {
 		return false
 	}
 	for i := range len(word) {
-		if b[i]|0x20 != word[i] {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != word[i] {
 			return false
 		}
 	}

@@ -21,6 +21,20 @@ func TestMentionsSessionState(t *testing.T) {
 		"tem":                                                  false,
 		"advisor":                                              false,
 		"":                                                     false,
+		"SELECT temperature FROM weather":                      false,
+		"SELECT attempt FROM jobs":                             false,
+		"SELECT my_temp FROM x":                                false,
+		"SELECT temp_c FROM x":                                 false,
+		"SELECT temp, x FROM readings":                         true,
+		"CREATE TABLE pg_temp.t (x int)":                       true,
+		"SELECT * INTO TEMPORARY t FROM x":                     true,
+		"DECLARE c CURSOR WITH HOLD FOR SELECT 1":              true,
+		"declare c cursor with\n hold for select 1":            true,
+		"DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1":           false,
+		"DECLARE c CURSOR without\thold FOR SELECT 1":          false,
+		"DECLARE c CURSOR FOR SELECT 1":                        false,
+		"SELECT threshold, holder FROM t":                      false,
+		"hold":                                                 true,
 	} {
 		if got := mentionsSessionState([]byte(sql)); got != want {
 			t.Errorf("mentionsSessionState(%q) = %v, want %v", sql, got, want)
