@@ -93,6 +93,9 @@ type circuitLater struct {
 	// level): name → the Parse message that made it, so that any server
 	// can be given it before the client uses it there.
 	statements map[string]string
+	// startup is the login set's settings (shared, read-only) once the
+	// circuit has its own copy: what a RESET returns a parameter to.
+	startup map[string]string
 }
 
 // reported returns what the client was told of name since login.
@@ -130,10 +133,15 @@ func (c *Circuit) setting(name, value string) {
 
 // ReplaceSettings makes settings (lower-case names) the client's
 // settings: what its backend says the session has set, after the client
-// SET or RESET parameters PostgreSQL does not report.
+// SET or RESET parameters PostgreSQL does not report. A parameter the
+// client logged in with and that is not in settings was RESET: it goes
+// back to its login value, as RESET does on a direct connection.
 func (c *Circuit) ReplaceSettings(settings map[string]string) {
 	c.ownCopy()
 	clear(c.login.settings)
+	if c.later != nil {
+		maps.Copy(c.login.settings, c.later.startup)
+	}
 	maps.Copy(c.login.settings, settings)
 }
 
@@ -152,6 +160,9 @@ func (c *Circuit) ownCopy() {
 		own := &loginSet{settings: map[string]string{}, reported: c.login.told()}
 		if c.login != nil {
 			maps.Copy(own.settings, c.login.settings)
+			if len(c.login.settings) > 0 {
+				c.laterFields().startup = c.login.settings
+			}
 		}
 		c.login = own
 	}

@@ -494,14 +494,27 @@ func TestReplaceSettings(t *testing.T) {
 	login := map[string]string{"DateStyle": "ISO", "application_name": "app"}
 	a, b := circuits.New(circuits.Transaction, login), circuits.New(circuits.Transaction, login)
 	a.SetLoginReported(map[string]string{"DateStyle": "Postgres", "TimeZone": "UTC"})
-	a.ReplaceSettings(map[string]string{"datestyle": "ISO", "work_mem": "7MB"})
-	if want := map[string]string{"datestyle": "ISO", "work_mem": "7MB"}; !reflect.DeepEqual(a.Settings(), want) {
+	a.ReplaceSettings(map[string]string{"datestyle": "SQL", "work_mem": "7MB"})
+	// application_name is not in the backend's answer: the client RESET
+	// it, back to its login value.
+	if want := map[string]string{"datestyle": "SQL", "work_mem": "7MB", "application_name": "app"}; !reflect.DeepEqual(a.Settings(), want) {
 		t.Fatalf("replaced settings %v, want %v", a.Settings(), want)
 	}
-	if want := map[string]string{"datestyle": "ISO", "application_name": "app"}; !reflect.DeepEqual(b.Settings(), want) {
-		t.Fatalf("another client's settings changed: %v", b.Settings())
+	a.ReplaceSettings(map[string]string{"work_mem": "7MB"})
+	if want := map[string]string{"datestyle": "ISO", "work_mem": "7MB", "application_name": "app"}; !reflect.DeepEqual(a.Settings(), want) {
+		t.Fatalf("after a RESET of DateStyle: %v, want %v", a.Settings(), want)
 	}
 	if a.Reported("DateStyle", "ISO", false) {
 		t.Fatal("the client must not be told DateStyle again: it logged in with ISO")
 	}
+	c := circuits.New(circuits.Transaction, nil)
+	c.ReplaceSettings(map[string]string{"work_mem": "7MB"})
+	c.ReplaceSettings(nil)
+	if len(c.Settings()) != 0 {
+		t.Fatalf("a client with no login settings kept %v after RESET ALL", c.Settings())
+	}
+	if want := map[string]string{"datestyle": "ISO", "application_name": "app"}; !reflect.DeepEqual(b.Settings(), want) {
+		t.Fatalf("another client's settings changed: %v", b.Settings())
+	}
+
 }

@@ -369,3 +369,33 @@ func TestLoadClosesBackend(t *testing.T) {
 		t.Fatalf("the next client got backend %d, which had a library LOADed", pidA)
 	}
 }
+
+// TestResetReturnsToLoginValue: a client that logged in with work_mem
+// (options=-c), SET it and RESET it gets its login value back, as on a
+// direct connection, on whichever backend serves it next.
+func TestResetReturnsToLoginValue(t *testing.T) {
+	p := startPgmts(t, withConsole("transaction", 2))
+	a := p.connect(t, "options='-c work_mem=5MB'")
+	for _, sql := range []string{"SET work_mem = '7MB'", "RESET work_mem"} {
+		if _, err := a.Exec(ctx10(t), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUnpinned(t, p)
+	for range 3 { // with and without another client holding a backend
+		var mem string
+		if err := a.QueryRow(ctx10(t), "SHOW work_mem").Scan(&mem); err != nil || mem != "5MB" {
+			t.Fatalf("work_mem after RESET: %s, %v; want the login value 5MB", mem, err)
+		}
+		tx, err := p.connect(t).Begin(ctx10(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.QueryRow(ctx10(t), "SHOW work_mem").Scan(&mem); err != nil || mem != "5MB" {
+			t.Fatalf("work_mem after RESET, on the other backend: %s, %v; want 5MB", mem, err)
+		}
+		if err := tx.Rollback(ctx10(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
