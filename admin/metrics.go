@@ -150,7 +150,7 @@ func (c *Console) writePoolMetrics(pw promWriter, st *state) {
 		pw.sample("pgmts_pool_clients", labels[i]+`,state="waiting"`, float64(waiting[p.Name]))
 	}
 	pw.family("pgmts_pool_clients_pinned", "gauge",
-		"Clients that keep their backend until they disconnect, after a LISTEN or SQL PREPARE in transaction or statement mode.")
+		"Clients that keep their backend while their session holds state only it has (LISTEN, SQL PREPARE, WITH HOLD cursor, temporary table, advisory lock, LOAD), in transaction or statement mode.")
 	for i, p := range pools {
 		pw.sample("pgmts_pool_clients_pinned", labels[i], float64(st.pinned[p.Name]))
 	}

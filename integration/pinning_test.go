@@ -117,17 +117,7 @@ func pinnedCircuits(t *testing.T, p *pgmts) []string {
 // waitUnpinned waits until no circuit is pinned by session state.
 func waitUnpinned(t *testing.T, p *pgmts) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		pinned := pinnedCircuits(t, p)
-		if len(pinned) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still pinned after the state was dropped: %v", pinned)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCount(t, "circuits pinned by session state", 0, 5*time.Second, func() int { return len(pinnedCircuits(t, p)) })
 }
 
 // TestSessionStatePins: in transaction mode, each kind of session state

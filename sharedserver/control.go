@@ -150,7 +150,7 @@ func (p *Pool) Pause(ctx context.Context) error {
 		return p.open()
 	})
 	if busy > 0 {
-		return fmt.Errorf("pool %s: %d servers still hold a client (in a transaction, bound in session mode, or pinned by a LISTEN or SQL PREPARE)", p.q.Name, busy)
+		return fmt.Errorf("pool %s: %d servers still hold a client (in a transaction, bound in session mode, or pinned by session state: SHOW CIRCUITS says which)", p.q.Name, busy)
 	}
 	return nil
 }

@@ -551,11 +551,6 @@ func (s *Server) handle(typ byte, msg []byte) {
 		if owner != nil && !internal {
 			s.sessionTag(owner, tag)
 		}
-	case 'D':
-		if internal {
-			s.rows = append(s.rows, msg...)
-			return
-		}
 	case 'Z':
 		s.segmentDone()
 		if internal {
@@ -639,10 +634,15 @@ func (s *Server) handle(typ byte, msg []byte) {
 			return
 		}
 	}
-	if internal || owner == nil {
+	if internal {
+		if typ == 'D' {
+			s.rows = append(s.rows, msg...) // the answer to a question of ours
+		}
 		return
 	}
-	s.emit(msg)
+	if owner != nil {
+		s.emit(msg)
+	}
 }
 
 // release lets the server go after its owner is done with it.

@@ -1,8 +1,10 @@
 package sharedserver
 
 import (
-	"encoding/binary"
 	"maps"
+	"slices"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgmts/pgmts/circuits"
 	"github.com/pgmts/pgmts/queue"
@@ -91,23 +93,17 @@ func (s *Server) pin(c *queue.Client, p circuits.Pins, tag []byte) {
 // words TEMP, TEMPORARY, pg_temp and HOLD (not after WITHOUT), and for
 // "advisory"; a false alarm costs one check query.
 func mentionsSessionState(sql []byte) bool {
+	// Every word looked for has four letters or more; the second letter
+	// is tested first, as most bytes start no such word.
 	for i := 0; i+4 <= len(sql); i++ {
 		switch sql[i] | 0x20 {
 		case 'h':
-			if lowerIs(sql[i+1:], "old") && (i == 0 || !identChar(sql[i-1])) &&
-				(i+4 == len(sql) || !identChar(sql[i+4])) && !afterWithout(sql[:i]) {
+			if sql[i+1]|0x20 == 'o' && wordAt(sql, i, "hold") && !afterWithout(sql[:i]) {
 				return true
 			}
 		case 't':
-			if sql[i+1]|0x20 != 'e' || !lowerIs(sql[i+2:], "mp") ||
-				i > 0 && identChar(sql[i-1]) && !(i >= 3 && lowerIs(sql[i-3:], "pg_")) {
-				continue
-			}
-			rest := sql[i+4:]
-			if len(rest) >= 5 && lowerIs(rest, "orary") {
-				rest = rest[5:]
-			}
-			if len(rest) == 0 || !identChar(rest[0]) {
+			if sql[i+1]|0x20 == 'e' &&
+				(wordAt(sql, i, "temp") || wordAt(sql, i, "temporary") || i >= 3 && wordAt(sql, i-3, "pg_temp")) {
 				return true
 			}
 		case 'a':
@@ -119,6 +115,13 @@ func mentionsSessionState(sql []byte) bool {
 	return false
 }
 
+// wordAt reports whether sql has the word (lower case, any case in sql)
+// at i, not as part of a longer identifier.
+func wordAt(sql []byte, i int, word string) bool {
+	end := i + len(word)
+	return lowerIs(sql[i:], word) && (i == 0 || !identChar(sql[i-1])) && (end == len(sql) || !identChar(sql[end]))
+}
+
 // afterWithout reports whether before ends with the word WITHOUT and
 // white space.
 func afterWithout(before []byte) bool {
@@ -126,9 +129,7 @@ func afterWithout(before []byte) bool {
 	for end > 0 && (before[end-1] == ' ' || before[end-1] == '\t' || before[end-1] == '\n' || before[end-1] == '\r') {
 		end--
 	}
-	const word = "without"
-	start := end - len(word)
-	return start >= 0 && lowerIs(before[start:], word) && (start == 0 || !identChar(before[start-1]))
+	return end >= len("without") && wordAt(before, end-len("without"), "without")
 }
 
 // identChar reports whether c may continue an SQL identifier.
@@ -236,30 +237,14 @@ func (s *Server) answered(owner *queue.Client, found *circuits.Pins) {
 // dataRows calls fn with the columns of each DataRow message in rows; it
 // reports false if one is malformed or a value is NULL.
 func dataRows(rows []byte, fn func(cols [][]byte)) bool {
-	var cols [][]byte
+	var row pgproto3.DataRow
 	for len(rows) > 0 {
 		typ, size, ok := wire.Header(rows)
-		if !ok || typ != 'D' || size < 7 || size > len(rows) {
+		if !ok || typ != 'D' || size > len(rows) || row.Decode(rows[5:size]) != nil ||
+			slices.ContainsFunc(row.Values, func(v []byte) bool { return v == nil }) {
 			return false
 		}
-		body := rows[7:size]
-		n := int(binary.BigEndian.Uint16(rows[5:]))
-		cols = cols[:0]
-		for range n {
-			if len(body) < 4 {
-				return false
-			}
-			l := int(int32(binary.BigEndian.Uint32(body)))
-			if l < 0 || l > len(body)-4 {
-				return false
-			}
-			cols = append(cols, body[4:4+l])
-			body = body[4+l:]
-		}
-		if len(body) != 0 {
-			return false
-		}
-		fn(cols)
+		fn(row.Values)
 		rows = rows[size:]
 	}
 	return true
