@@ -221,7 +221,7 @@ func (el *eventloop) register0(c *conn) error {
 		err = el.poller.AddRead(c.pollAttachment(), false)
 	}
 	if err != nil {
-		_ = unix.Close(c.fd)
+		_ = gio.Close(c.fd)
 		c.release()
 		return err
 	}
@@ -387,7 +387,7 @@ func (el *eventloop) close(c *conn, err error) error {
 	c.release()
 
 	var errStr strings.Builder
-	err0, err1 := el.poller.Delete(c.fd), unix.Close(c.fd)
+	err0, err1 := el.poller.Delete(c.fd), gio.Close(c.fd)
 	if err0 != nil {
 		err0 = fmt.Errorf("failed to delete fd=%d from poller in event-loop(%d): %v",
 			c.fd, el.idx, os.NewSyscallError("delete", err0))

@@ -22,6 +22,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Close calls close() (pgmts: Linux makes it a raw system call).
+func Close(fd int) error { return unix.Close(fd) }
+
 // Writev invokes the writev system call directly.
 //
 // Note that SYS_WRITEV is about to be deprecated on Darwin

@@ -33,6 +33,16 @@ func Read(fd int, p []byte) (int, error) { return rawIO(unix.SYS_READ, fd, p) }
 // Write calls write() on Linux.
 func Write(fd int, p []byte) (int, error) { return rawIO(unix.SYS_WRITE, fd, p) }
 
+// Close calls close() on Linux, for a socket without SO_LINGER (whose
+// close never blocks). Entering a system call the scheduler's way would
+// also wake a deeply sleeping sysmon; see pkg/netpoll/pgmts_wait_linux.go.
+func Close(fd int) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
 func rawIO(trap uintptr, fd int, p []byte) (int, error) {
 	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 	if e != 0 {

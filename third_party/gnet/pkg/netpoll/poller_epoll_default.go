@@ -58,6 +58,8 @@ type Poller struct {
 	// pgmts: see SetBatchHooks.
 	onBatch    func(events int)
 	onBatchEnd func()
+
+	waiter waiter // pgmts: see pgmts_wait_linux.go
 }
 
 // SetBatchHooks (pgmts) has Polling call onBatch with the number of events
@@ -82,6 +84,13 @@ func OpenPoller() (poller *Poller, err error) {
 		return
 	}
 	poller.efdBuf = make([]byte, 8)
+	gate, err := openGate()
+	if err != nil {
+		_ = poller.Close()
+		poller = nil
+		return
+	}
+	poller.waiter.init(poller.fd, gate)
 	if err = poller.AddRead(&PollAttachment{FD: poller.efd}, true); err != nil {
 		_ = poller.Close()
 		poller = nil
@@ -95,6 +104,9 @@ func OpenPoller() (poller *Poller, err error) {
 
 // Close closes the poller.
 func (p *Poller) Close() error {
+	if p.waiter.gate != nil {
+		_ = p.waiter.gate.file.Close()
+	}
 	_ = unix.Close(p.efd)
 	return os.NewSyscallError("close", unix.Close(p.fd))
 }
@@ -144,12 +156,15 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 	start := time.Now()
 	var yielded time.Duration
 	for {
-		// pgmts: always a blocking wait, and a yield to the Go scheduler
-		// every yieldEvery instead of on every empty poll; see
+		// pgmts: a wait that parks the loop goroutine once idle
+		// (pgmts_wait_linux.go), and a yield to the Go scheduler every
+		// yieldEvery instead of on every empty poll; see
 		// third_party/gnet/PGMTS.md. (time.Since reads only the
 		// monotonic clock.)
-		n, err := unix.EpollWait(p.fd, el.events, -1)
-		if now := time.Since(start); now-yielded >= yieldEvery {
+		n, parked, err := p.waiter.wait(el.events)
+		if now := time.Since(start); parked {
+			yielded = now
+		} else if now-yielded >= yieldEvery {
 			yielded = now
 			goyield()
 		}
@@ -230,7 +245,7 @@ func (p *Poller) AddReadWrite(pa *PollAttachment, edgeTriggered bool) error {
 		ev |= unix.EPOLLET | unix.EPOLLRDHUP
 	}
 	return os.NewSyscallError("epoll_ctl add",
-		unix.EpollCtl(p.fd, unix.EPOLL_CTL_ADD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
+		epollCtlRaw(p.fd, unix.EPOLL_CTL_ADD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
 }
 
 // AddRead registers the given file descriptor with readable event to the poller.
@@ -240,7 +255,7 @@ func (p *Poller) AddRead(pa *PollAttachment, edgeTriggered bool) error {
 		ev |= unix.EPOLLET | unix.EPOLLRDHUP
 	}
 	return os.NewSyscallError("epoll_ctl add",
-		unix.EpollCtl(p.fd, unix.EPOLL_CTL_ADD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
+		epollCtlRaw(p.fd, unix.EPOLL_CTL_ADD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
 }
 
 // AddWrite registers the given file descriptor with writable event to the poller.
@@ -250,7 +265,7 @@ func (p *Poller) AddWrite(pa *PollAttachment, edgeTriggered bool) error {
 		ev |= unix.EPOLLET | unix.EPOLLRDHUP
 	}
 	return os.NewSyscallError("epoll_ctl add",
-		unix.EpollCtl(p.fd, unix.EPOLL_CTL_ADD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
+		epollCtlRaw(p.fd, unix.EPOLL_CTL_ADD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
 }
 
 // ModRead modifies the given file descriptor with readable event in the poller.
@@ -260,7 +275,7 @@ func (p *Poller) ModRead(pa *PollAttachment, edgeTriggered bool) error {
 		ev |= unix.EPOLLET | unix.EPOLLRDHUP
 	}
 	return os.NewSyscallError("epoll_ctl mod",
-		unix.EpollCtl(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
+		epollCtlRaw(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
 }
 
 // ModReadWrite modifies the given file descriptor with readable and writable events in the poller.
@@ -270,10 +285,10 @@ func (p *Poller) ModReadWrite(pa *PollAttachment, edgeTriggered bool) error {
 		ev |= unix.EPOLLET | unix.EPOLLRDHUP
 	}
 	return os.NewSyscallError("epoll_ctl mod",
-		unix.EpollCtl(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
+		epollCtlRaw(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
 }
 
 // Delete removes the given file descriptor from the poller.
 func (p *Poller) Delete(fd int) error {
-	return os.NewSyscallError("epoll_ctl del", unix.EpollCtl(p.fd, unix.EPOLL_CTL_DEL, fd, nil))
+	return os.NewSyscallError("epoll_ctl del", epollCtlRaw(p.fd, unix.EPOLL_CTL_DEL, fd, nil))
 }
