@@ -43,6 +43,8 @@ type options struct {
 	tpcbClients  int
 	sessClients  int
 	stormClients int
+	pacedClients int
+	pacedRate    int
 	idleClients  int
 	bigRows      int
 	cpuprofile   string
@@ -86,11 +88,13 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.backends, "backends", 20, "transaction pool size of both poolers")
 	clients := fs.String("clients", "1,10,50,200,1000", "select-only client counts")
 	protocols := fs.String("protocols", "simple,extended", "select-only pgbench -M protocols")
-	scenarios := fs.String("scenarios", "select,tpcb,session,storm,big,idle", "scenarios to run")
+	scenarios := fs.String("scenarios", "select,tpcb,session,storm,paced,big,idle", "scenarios to run")
 	targets := fs.String("targets", "direct,pgmts,pgbouncer", "targets to measure")
 	fs.IntVar(&o.tpcbClients, "tpcb-clients", 50, "clients of the TPC-B-like scenario")
 	fs.IntVar(&o.sessClients, "session-clients", 50, "clients of the session-mode scenario (one backend each)")
 	fs.IntVar(&o.stormClients, "storm-clients", 10, "clients of the connection storm (pgbench -C)")
+	fs.IntVar(&o.pacedClients, "paced-clients", 10, "clients of the paced scenario")
+	fs.IntVar(&o.pacedRate, "paced-rate", 200, "transactions per second of the paced scenario (pgbench -R), a light load where the pooler often waits")
 	fs.IntVar(&o.idleClients, "idle-clients", 10000, "idle authenticated clients to open")
 	fs.IntVar(&o.bigRows, "big-rows", 1000000, "rows of 1,000 bytes in the large result (1,000,000: 1 GB)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "fetch a pgmts CPU profile during the first repetition of this point (e.g. select/simple/50)")
@@ -107,7 +111,7 @@ func parseFlags(args []string) (*options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		preset := map[string]string{"scale": "1", "T": "2", "reps": "1", "idle-reps": "1", "clients": "10",
-			"scenarios": "select,session,storm,big,idle", "session-clients": "10", "idle-clients": "50",
+			"scenarios": "select,session,storm,paced,big,idle", "session-clients": "10", "idle-clients": "50",
 			"big-rows": "2000", "cpuprofile": "select/extended/10"}
 		for name, v := range preset {
 			if !set[name] {
@@ -130,7 +134,7 @@ func parseFlags(args []string) (*options, error) {
 		}
 	}
 	for _, sc := range o.scenarios {
-		if !oneOf(sc, scSelect, scTPCB, scSession, scStorm, scBig, scIdle) {
+		if !oneOf(sc, scSelect, scTPCB, scSession, scStorm, scPaced, scBig, scIdle) {
 			return nil, fmt.Errorf("-scenarios: unknown scenario %q", sc)
 		}
 	}
@@ -373,7 +377,7 @@ func (b *bench) plan() []step {
 			return b.pgbenchPoint(ctx, p, targets)
 		}})
 	}
-	for _, sc := range []string{scSelect, scTPCB, scSession, scStorm, scBig, scIdle} {
+	for _, sc := range []string{scSelect, scTPCB, scSession, scStorm, scPaced, scBig, scIdle} {
 		if !want(o.scenarios, sc) {
 			continue
 		}
@@ -390,6 +394,8 @@ func (b *bench) plan() []step {
 			pgbenchStep(point{Scenario: scSession, Clients: o.sessClients})
 		case scStorm:
 			pgbenchStep(point{Scenario: scStorm, Clients: o.stormClients})
+		case scPaced:
+			pgbenchStep(point{Scenario: scPaced, Clients: o.pacedClients})
 		case scBig:
 			p := point{Scenario: scBig, Clients: o.bigRows}
 			plan = append(plan, step{point: p, runs: o.reps * len(o.targets), do: func(ctx context.Context) error { return b.bigPoint(ctx, p) }})
@@ -467,6 +473,8 @@ func (b *bench) pgbenchArgs(p point) []string {
 		return append(args, "-M", "simple")
 	case scSession:
 		return append(args, "-S", "-M", "simple")
+	case scPaced:
+		return append(args, "-S", "-M", "simple", "-R", strconv.Itoa(b.o.pacedRate))
 	default: // storm: a new connection and login per transaction
 		return append(args, "-S", "-M", "simple", "-C")
 	}
@@ -477,6 +485,11 @@ func (b *bench) pgbenchArgs(p point) []string {
 // second per 150 on top: SCRAM logins ran at 200 to 250 a second here
 // with the machine busy.
 func (b *bench) runSeconds(p point) int {
+	if p.Scenario == scPaced {
+		// Long enough for a few hundred transactions: CPU time comes in
+		// 10 ms ticks.
+		return b.o.seconds + 2
+	}
 	return b.o.seconds + p.Clients/150
 }
 
@@ -758,8 +771,8 @@ func (b *bench) machine(ctx context.Context) machine {
 	if o.tls {
 		tls = "TLS to the poolers (sslmode=require)"
 	}
-	m.Settings = fmt.Sprintf("pgbench -i -s %d; %d s per run (plus 1 s per 150 clients for their logins); repetitions: %d (idle clients: %d); transaction pool of %d backends, session pool of %d; %s; %s; pgbench -j 2 (1 for one client).",
-		o.scale, o.seconds, o.reps, o.idleReps, o.backends, o.sessClients, auth, tls)
+	m.Settings = fmt.Sprintf("pgbench -i -s %d; %d s per run (plus 1 s per 150 clients for their logins); repetitions: %d (idle clients: %d); transaction pool of %d backends, session pool of %d; %s; %s; pgbench -j 2 (1 for one client); paced: pgbench -R %d.",
+		o.scale, o.seconds, o.reps, o.idleReps, o.backends, o.sessClients, auth, tls, o.pacedRate)
 	return m
 }
 

@@ -24,7 +24,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.seconds != 3 || o.reps != 3 || !reflect.DeepEqual(o.clients, []int{1, 10, 50, 200, 1000}) || o.idleClients != 10000 || len(o.scenarios) != 6 {
+	if o.seconds != 3 || o.reps != 3 || !reflect.DeepEqual(o.clients, []int{1, 10, 50, 200, 1000}) || o.idleClients != 10000 || len(o.scenarios) != 7 || o.pacedRate != 200 {
 		t.Fatalf("default options %+v", o)
 	}
 	for _, bad := range [][]string{

@@ -23,6 +23,7 @@ const (
 	scTPCB    = "tpcb"
 	scSession = "session"
 	scStorm   = "storm"
+	scPaced   = "paced"
 	scBig     = "big"
 	scIdle    = "idle"
 )
