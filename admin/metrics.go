@@ -120,7 +120,7 @@ var poolMetrics = []metric[sharedserver.PoolSnapshot]{
 		func(p *sharedserver.PoolSnapshot) float64 { return float64(p.Totals.Sent) }},
 	{"pgmts_pool_errors_total", "counter", "ErrorResponses PostgreSQL sent to the pool's clients.",
 		func(p *sharedserver.PoolSnapshot) float64 { return float64(p.Totals.Errors) }},
-	{"pgmts_pool_session_state_queries_total", "counter", "Queries pgmts sent to ask a backend which session state a client holds (after SET, DECLARE CURSOR, TEMP, ...).",
+	{"pgmts_pool_session_state_queries_total", "counter", "Queries pgmts sent to ask a backend which session state a client holds, or which parameters it set (after SET, RESET, DISCARD ALL, or SQL naming TEMP, WITH HOLD or an advisory lock).",
 		func(p *sharedserver.PoolSnapshot) float64 { return float64(p.Totals.StateQueries) }},
 	{"pgmts_pool_queue_oldest_wait_seconds", "gauge", "How long the oldest waiting request has waited.",
 		func(p *sharedserver.PoolSnapshot) float64 { return p.Queue.OldestWait.Seconds() }},

@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	gio "github.com/panjf2000/gnet/v2/pkg/io"
 )
 
 // sysAccept is accept4 through RawSyscall (pgmts): gnet's listeners are
@@ -25,7 +27,7 @@ func sysAccept(fd int) (int, unix.Sockaddr, error) {
 	}
 	sa := peerSockaddr(&rsa)
 	if sa == nil {
-		_, _, _ = unix.RawSyscall(unix.SYS_CLOSE, nfd, 0, 0)
+		_ = gio.Close(int(nfd))
 		return -1, nil, unix.EAFNOSUPPORT
 	}
 	return int(nfd), sa, nil
