@@ -84,15 +84,13 @@ func FuzzParseStartup(f *testing.F) {
 				t.Fatalf("accepted without user: %+v", st)
 			}
 			// Re-encode: a map keeps one value per name; Get's rule
-			// (first wins) decides which.
+			// (the last wins, as in PostgreSQL) decides which.
 			params := map[string]string{}
 			for _, p := range st.Params {
 				if p.Name == "" || bytes.IndexByte([]byte(p.Name), 0) >= 0 || bytes.IndexByte([]byte(p.Value), 0) >= 0 {
 					t.Fatalf("bad param %q", p)
 				}
-				if _, dup := params[p.Name]; !dup {
-					params[p.Name] = p.Value
-				}
+				params[p.Name] = p.Value
 			}
 			re, err := (&pgproto3.StartupMessage{ProtocolVersion: st.Protocol, Parameters: params}).Encode(nil)
 			if err != nil {
