@@ -515,11 +515,14 @@ type (
 
 	// BatchHandler is an EventHandler that wants to know the event loop's
 	// batches (pgmts): OnBatch gets the number of events one epoll_wait
-	// returned, before their callbacks run, and OnBatchEnd runs after the
-	// last one, before the loop's queued tasks. Both run on the loop. Only
+	// returned and the time it returned (a reading of Clock, which the
+	// loop also uses for its own timing, so a wake-up reads the clock
+	// once), before their callbacks run, and OnBatchEnd runs after the
+	// last one, before the loop's queued tasks. All run on the loop. Only
 	// the default epoll poller calls them.
 	BatchHandler interface {
-		OnBatch(events int)
+		Clock() int64 // monotonic nanoseconds
+		OnBatch(events int, now int64)
 		OnBatchEnd()
 	}
 

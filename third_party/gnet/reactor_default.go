@@ -64,7 +64,7 @@ func (el *eventloop) orbit() error {
 		defer runtime.UnlockOSThread()
 	}
 	if h, ok := el.eventHandler.(BatchHandler); ok {
-		el.poller.SetBatchHooks(h.OnBatch, h.OnBatchEnd)
+		el.poller.SetBatchHooks(h.Clock, h.OnBatch, h.OnBatchEnd)
 	}
 
 	err := el.poller.Polling(func(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) error {
@@ -100,7 +100,7 @@ func (el *eventloop) run() error {
 		defer runtime.UnlockOSThread()
 	}
 	if h, ok := el.eventHandler.(BatchHandler); ok {
-		el.poller.SetBatchHooks(h.OnBatch, h.OnBatchEnd)
+		el.poller.SetBatchHooks(h.Clock, h.OnBatch, h.OnBatchEnd)
 	}
 
 	err := el.poller.Polling(func(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) error {

@@ -4,7 +4,11 @@ package io
 
 import (
 	"bytes"
+	"os"
+	"os/signal"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,5 +44,51 @@ func TestRawReadWrite(t *testing.T) {
 	}
 	if n, err := Write(-1, buf); n != -1 || err != unix.EBADF {
 		t.Fatalf("write to a bad fd: %d, %v", n, err)
+	}
+}
+
+// A descriptor that is not a socket (a pipe) falls back to read, write and
+// writev.
+func TestReadWriteNotSocket(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if n, err := Write(p[1], []byte("ab")); n != 2 || err != nil {
+		t.Fatalf("write to a pipe: %d, %v", n, err)
+	}
+	if n, err := Writev(p[1], [][]byte{[]byte("c"), []byte("de")}); n != 3 || err != nil {
+		t.Fatalf("writev to a pipe: %d, %v", n, err)
+	}
+	buf := make([]byte, 8)
+	if n, err := Read(p[0], buf); n != 5 || err != nil || string(buf[:n]) != "abcde" {
+		t.Fatalf("read from a pipe: %d, %v, %q", n, err, buf[:n])
+	}
+}
+
+// A write to a socket whose peer is gone fails with EPIPE and raises no
+// SIGPIPE (MSG_NOSIGNAL).
+func TestWriteClosedPeer(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGPIPE)
+	defer signal.Stop(sigs)
+	_ = unix.Close(fds[1])
+	if n, err := Write(fds[0], []byte("x")); n != -1 || err != unix.EPIPE {
+		t.Fatalf("write to a closed peer: %d, %v", n, err)
+	}
+	if n, err := Writev(fds[0], [][]byte{[]byte("x"), []byte("y")}); n != -1 || err != unix.EPIPE {
+		t.Fatalf("writev to a closed peer: %d, %v", n, err)
+	}
+	select {
+	case s := <-sigs:
+		t.Fatalf("got %v", s)
+	case <-time.After(50 * time.Millisecond):
 	}
 }

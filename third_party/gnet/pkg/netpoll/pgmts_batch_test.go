@@ -38,7 +38,9 @@ func TestBatchHooks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p.SetBatchHooks(func(n int) { seen = append(seen, fmt.Sprint("batch ", n)) },
+	var clocks int64
+	p.SetBatchHooks(func() int64 { clocks++; return 1000 * clocks },
+		func(n int, now int64) { seen = append(seen, fmt.Sprint("batch ", n, " at ", now)) },
 		func() { seen = append(seen, "end") })
 	stop := func(any) error { seen = append(seen, "task"); return errorx.ErrEngineShutdown }
 	if err := p.Trigger(queue.HighPriority, stop, nil); err != nil {
@@ -48,7 +50,8 @@ func TestBatchHooks(t *testing.T) {
 	if !errors.Is(err, errorx.ErrEngineShutdown) {
 		t.Fatalf("Polling: %v", err)
 	}
-	want := []string{"batch 3", "event", "event", "end", "task"}
+	// The clock is read once before the first wait and once after it.
+	want := []string{"batch 3 at 2000", "event", "event", "end", "task"}
 	if !reflect.DeepEqual(seen, want) {
 		t.Fatalf("calls %q, want %q", seen, want)
 	}

@@ -56,17 +56,20 @@ type Poller struct {
 	highPriorityEventsThreshold int32                // threshold of high-priority events
 
 	// pgmts: see SetBatchHooks.
-	onBatch    func(events int)
+	clock      func() int64
+	onBatch    func(events int, now int64)
 	onBatchEnd func()
 
 	waiter waiter // pgmts: see pgmts_wait_linux.go
 }
 
-// SetBatchHooks (pgmts) has Polling call onBatch with the number of events
-// each epoll_wait returned, before handling them, and onBatchEnd after the
-// last one's callback, before the queued tasks run. Call it before Polling.
-func (p *Poller) SetBatchHooks(onBatch func(events int), onBatchEnd func()) {
-	p.onBatch, p.onBatchEnd = onBatch, onBatchEnd
+// SetBatchHooks (pgmts) has Polling read clock (monotonic nanoseconds)
+// once per wake-up, for its own timing and for onBatch, which it calls
+// with the number of events each epoll_wait returned and that reading,
+// before handling them; and onBatchEnd after the last one's callback,
+// before the queued tasks run. Call it before Polling.
+func (p *Poller) SetBatchHooks(clock func() int64, onBatch func(events int, now int64), onBatchEnd func()) {
+	p.clock, p.onBatch, p.onBatchEnd = clock, onBatch, onBatchEnd
 }
 
 // OpenPoller instantiates a poller.
@@ -153,18 +156,22 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 	el := newEventList(InitPollEventsCap)
 	var doChores bool
 
-	start := time.Now()
-	var yielded time.Duration
+	clock := p.clock
+	if clock == nil {
+		start := time.Now()
+		clock = func() int64 { return int64(time.Since(start)) } // monotonic only
+	}
+	yielded := clock()
 	for {
 		// pgmts: a wait that parks the loop goroutine once idle
 		// (pgmts_wait_linux.go), and a yield to the Go scheduler every
 		// yieldEvery instead of on every empty poll; see
-		// third_party/gnet/PGMTS.md. (time.Since reads only the
-		// monotonic clock.)
+		// third_party/gnet/PGMTS.md.
 		n, parked, err := p.waiter.wait(el.events)
-		if now := time.Since(start); parked {
+		now := clock()
+		if parked {
 			yielded = now
-		} else if now-yielded >= yieldEvery {
+		} else if time.Duration(now-yielded) >= yieldEvery {
 			yielded = now
 			goyield()
 		}
@@ -176,7 +183,7 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 		}
 
 		if p.onBatch != nil {
-			p.onBatch(n)
+			p.onBatch(n, now)
 		}
 		for i := 0; i < n; i++ {
 			ev := &el.events[i]

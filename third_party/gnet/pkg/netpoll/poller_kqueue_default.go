@@ -92,7 +92,7 @@ func (p *Poller) Trigger(priority queue.EventPriority, fn queue.Func, param any)
 
 // SetBatchHooks is pgmts's batch notification (see the epoll poller); the
 // kqueue poller does not call the hooks: a handler is never told of batches.
-func (p *Poller) SetBatchHooks(func(events int), func()) {}
+func (p *Poller) SetBatchHooks(func() int64, func(events int, now int64), func()) {}
 
 // Polling blocks the current goroutine, monitoring the registered file descriptors and waiting for network I/O.
 // When I/O occurs on any of the file descriptors, the provided callback function is invoked.
