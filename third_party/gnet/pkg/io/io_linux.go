@@ -33,27 +33,11 @@ import (
 // socket gets ENOTSOCK and is served by read, write and writev.
 
 // Read calls recv() (recvfrom with no address) on Linux.
-func Read(fd int, p []byte) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0, 0, 0)
-	if e == unix.ENOTSOCK {
-		return rawIO(unix.SYS_READ, fd, p)
-	}
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
+func Read(fd int, p []byte) (int, error) { return sockIO(unix.SYS_RECVFROM, 0, unix.SYS_READ, fd, p) }
 
 // Write calls send() (sendto with no address) on Linux.
 func Write(fd int, p []byte) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), unix.MSG_NOSIGNAL, 0, 0)
-	if e == unix.ENOTSOCK {
-		return rawIO(unix.SYS_WRITE, fd, p)
-	}
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
+	return sockIO(unix.SYS_SENDTO, unix.MSG_NOSIGNAL, unix.SYS_WRITE, fd, p)
 }
 
 // Close calls close() on Linux, for a socket without SO_LINGER (whose
@@ -66,12 +50,18 @@ func Close(fd int) error {
 	return nil
 }
 
-func rawIO(trap uintptr, fd int, p []byte) (int, error) {
-	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+// sockIO is recvfrom or sendto (trap, with flags and no address), or, on a
+// descriptor that is not a socket, read or write (fallback).
+func sockIO(trap, flags, fallback uintptr, fd int, p []byte) (int, error) {
+	// The pointer is converted in each call, as unsafe.Pointer's rules ask.
+	r, _, e := unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), flags, 0, 0)
+	if e == unix.ENOTSOCK {
+		r, _, e = unix.RawSyscall(fallback, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	}
 	if e != 0 {
 		return -1, e
 	}
-	return int(n), nil
+	return int(r), nil
 }
 
 // Writev calls sendmsg() on Linux.
