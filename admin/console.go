@@ -117,6 +117,7 @@ func (c *Console) Route(database, user string) (*queue.Pool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := c.routes[key]; ok {
+		p.Join()
 		return p, nil
 	}
 	// Transaction mode: the circuit lets its worker go at every
@@ -124,6 +125,7 @@ func (c *Console) Route(database, user string) (*queue.Pool, error) {
 	p := &queue.Pool{Name: database + "/" + user, Mode: circuits.Transaction, Requests: c.requests, Backend: backend{},
 		Database: database, User: user}
 	c.routes[key] = p
+	p.Join()
 	return p, nil
 }
 

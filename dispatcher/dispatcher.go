@@ -217,8 +217,12 @@ func (d *Dispatcher) closed(cc *clientConn) {
 	delete(d.logins, cc)
 	delete(d.held, cc)
 	d.g.unregister(cc)
-	if cc.client != nil {
+	switch {
+	case cc.client != nil:
 		cc.client.Close()
+		cc.client.Pool.Leave()
+	case cc.login != nil && cc.login.pool != nil:
+		cc.login.pool.Leave() // routed, but gone before it was ready
 	}
 }
 

@@ -14,7 +14,8 @@ import (
 // another, changes pool limits and the listen address, while pgbench runs.
 // pgbench loses nothing, the added database serves new clients, the
 // removed one refuses them but keeps its connected client, and the log
-// says the listen address needs a restart.
+// says the listen address needs a restart. Once the last client of the
+// removed database leaves, its pool is dropped.
 func TestReloadUnderLoad(t *testing.T) {
 	d := startDaemonWith(t, func(toml string) string {
 		return strings.Replace(toml, `log_level = "warn"`, `log_level = "info"`, 1)
@@ -65,5 +66,14 @@ func TestReloadUnderLoad(t *testing.T) {
 	log := d.stderr.String()
 	if !strings.Contains(log, "take effect only at restart") || !strings.Contains(log, "pgmts.listen") {
 		t.Errorf("no warning that the listen address needs a restart:\n%s", log)
+	}
+
+	// With its last client gone, the removed database's pool is dropped.
+	stays.Close(ctx10(t))
+	const forgotten = "pool detached by a reload has no clients or servers left"
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(d.stderr.String(), forgotten); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pool of the removed database was not dropped after its last client left:\n%s", d.stderr)
+		}
 	}
 }

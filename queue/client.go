@@ -36,7 +36,23 @@ type Pool struct {
 	Mode           circuits.Mode
 	Requests       *RequestQueue
 	Backend        Backend
+
+	// connections counts the connections a Router's Route gave the pool
+	// that are still open: the router adds one (Join) before it returns
+	// the pool, the dispatcher gives it back (Leave) when the connection
+	// closes, logged in or not. A pool a reload detached can be forgotten
+	// once none are left.
+	connections atomic.Int64
 }
+
+// Join counts one more connection routed to the pool (the Router calls it).
+func (p *Pool) Join() { p.connections.Add(1) }
+
+// Leave gives back the place Join took, once the connection is closed.
+func (p *Pool) Leave() { p.connections.Add(-1) }
+
+// Connections is the number of open connections routed to the pool.
+func (p *Pool) Connections() int64 { return p.connections.Load() }
 
 // Router finds the pool for a client's database and user, and the
 // password of a user the config does not know.

@@ -94,6 +94,7 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 		return nil, errors.New("pgmts is shutting down")
 	}
 	if pool, ok := p.pools[key]; ok {
+		pool.q.Join() // under p.mu: a reload detaching it sees the count
 		return pool.q, nil
 	}
 	pc, ok := p.conf().PoolFor(database, user)
@@ -114,6 +115,7 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 		pool.hold()
 	}
 	p.pools[key] = pool
+	pool.q.Join()
 	return pool.q, nil
 }
 
@@ -143,7 +145,26 @@ func (p *Pools) sweep() {
 				c.Fail(wire.Fatal("08P01", "query_wait_timeout: no server of pool %s became free within %s", pool.q.Name, max))
 			}
 		}
+		p.forgetDrained()
 	}
+}
+
+// forgetDrained drops the pools a reload detached once they have neither
+// connections nor servers left. Route no longer returns them, so nothing
+// can use them again; kept, they would pile up with every reload.
+func (p *Pools) forgetDrained() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	kept := p.draining[:0]
+	for _, pool := range p.draining {
+		if pool.q.Connections() == 0 && pool.closeIfEmpty() {
+			pool.log.Info("pool detached by a reload has no clients or servers left; it is gone")
+			continue
+		}
+		kept = append(kept, pool)
+	}
+	clear(p.draining[len(kept):])
+	p.draining = kept
 }
 
 // all lists every pool, the ones a reload detached included.
@@ -301,6 +322,19 @@ func (p *Pool) remove(s *Server) {
 	p.keepMinimum()
 	p.mu.Unlock()
 	p.grow()
+}
+
+// closeIfEmpty closes a pool that has no server, open or opening, so
+// that it opens none later (a request of a client that already left may
+// still wait in its queue); it reports whether it did.
+func (p *Pool) closeIfEmpty() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.servers)+p.starting > 0 {
+		return false
+	}
+	p.closed = true
+	return true
 }
 
 func (p *Pool) closeAll() {
