@@ -226,6 +226,13 @@ func (d *Dispatcher) closed(cc *clientConn) {
 	}
 }
 
+// OnDrained implements gnet.DrainHandler.
+func (d *Dispatcher) OnDrained(c gnet.Conn) {
+	if h, ok := c.Context().(queue.Hosted); ok {
+		h.HostedDrained(c)
+	}
+}
+
 // OnTraffic implements gnet.EventHandler.
 func (d *Dispatcher) OnTraffic(c gnet.Conn) gnet.Action {
 	if d.batchStart == 0 { // in a batch, OnBatchEnd counts the busy time
@@ -341,6 +348,10 @@ func (d *Dispatcher) deliver(r *queue.Reply) {
 	if cc.closed {
 		return
 	}
+	if r.Resume {
+		cc.resumeInput()
+		return
+	}
 	if len(r.Data) > 0 {
 		_, _ = cc.c.Write(r.Data)
 		d.stats.wrote(len(r.Data))
@@ -362,6 +373,10 @@ type conn interface {
 	Discard(n int) (int, error)
 	Write(b []byte) (int, error)
 	OutboundBuffered() int
+	// PauseRead and ResumeRead stop and restart reading the socket
+	// (backpressure, see clientConn.submit).
+	PauseRead() error
+	ResumeRead() error
 	Close() error
 	RemoteAddr() net.Addr
 }
@@ -372,7 +387,9 @@ type clientConn struct {
 	c     conn
 	phase phase
 	// closed: closing was asked for; gone: the connection is closed.
-	closed, gone bool
+	// inputPaused: the socket is not read until a server takes the
+	// client's inbox (Client.Submit's hold).
+	closed, gone, inputPaused bool
 	// need is how many buffered bytes the next step waits for, so a big
 	// message is not re-peeked on every read (at most max_packet_size).
 	need int32
@@ -397,7 +414,7 @@ const (
 func (cc *clientConn) onTraffic() gnet.Action {
 	for !cc.closed {
 		c := cc.c
-		if cc.phase == phasePreparing || c.InboundBuffered() < int(cc.need) {
+		if cc.phase == phasePreparing || cc.inputPaused || c.InboundBuffered() < int(cc.need) {
 			return gnet.None
 		}
 		if cc.phase == phaseReady && cc.d.g.holds(cc.client.Pool) {
@@ -508,9 +525,32 @@ func (cc *clientConn) frame(buf []byte) (int, gnet.Action) {
 	return pos, gnet.None
 }
 
+// submit hands framed messages to the client's server. When they pile up
+// in its inbox (no server takes them: the client waits for one, or its
+// backend reads slower than the client sends), the socket is no longer
+// read: the client's bytes wait in the kernel, and TCP holds the client
+// back, until a server takes the inbox and a Resume reply comes.
 func (cc *clientConn) submit(b []byte) {
 	if len(b) > 0 {
 		cc.d.stats.framed(len(cc.d.types), len(b))
-		cc.client.Submit(b, cc.d.types)
+		if _, hold := cc.client.Submit(b, cc.d.types); hold && !cc.inputPaused {
+			cc.inputPaused = true
+			if err := cc.c.PauseRead(); err != nil {
+				cc.d.log.Warn("cannot stop reading a client that sends faster than its server takes", "client", cc.client.ID, "err", err)
+			}
+		}
 	}
+}
+
+// resumeInput reads the client again, starting with the bytes read before
+// the pause.
+func (cc *clientConn) resumeInput() {
+	if !cc.inputPaused {
+		return
+	}
+	cc.inputPaused = false
+	if err := cc.c.ResumeRead(); err != nil {
+		cc.d.log.Warn("cannot read a client again", "client", cc.client.ID, "err", err)
+	}
+	cc.resume()
 }

@@ -38,6 +38,8 @@ func (f *fakeConn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 func (f *fakeConn) OutboundBuffered() int { return 0 }
+func (f *fakeConn) PauseRead() error      { return nil }
+func (f *fakeConn) ResumeRead() error     { return nil }
 func (f *fakeConn) Close() error          { f.closed = true; return nil }
 func (f *fakeConn) RemoteAddr() net.Addr {
 	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}

@@ -126,6 +126,13 @@ type tlsConn struct {
 	closing   bool // close after sending out
 	handshook bool // the handshake is done: flush may run
 	flushing  bool // flush runs (or ended the connection)
+	// The reader waits before its next Read while readPaused
+	// (PauseRead), or while the bytes it handed to the loop that the loop
+	// has not taken in yet (queued) reach tlsReadAhead; resumed, made by
+	// a waiting reader, is closed to let it look again.
+	readPaused bool
+	queued     int
+	resumed    chan struct{}
 }
 
 func (t *tlsConn) InboundBuffered() int { return len(t.in) }
@@ -172,6 +179,7 @@ func (t *tlsConn) Close() error {
 	t.closing = true
 	handshook := t.handshook
 	t.startFlush()
+	t.wakeReader() // it must see the socket close, and tell the loop
 	t.mu.Unlock()
 	if !handshook {
 		return t.raw.Close()
@@ -180,6 +188,54 @@ func (t *tlsConn) Close() error {
 }
 
 func (t *tlsConn) RemoteAddr() net.Addr { return t.addr }
+
+// PauseRead implements conn: the reader stops before its next Read.
+func (t *tlsConn) PauseRead() error {
+	t.mu.Lock()
+	t.readPaused = true
+	t.mu.Unlock()
+	return nil
+}
+
+// ResumeRead implements conn.
+func (t *tlsConn) ResumeRead() error {
+	t.mu.Lock()
+	t.readPaused = false
+	t.wakeReader()
+	t.mu.Unlock()
+	return nil
+}
+
+// tlsReadAhead is how far the reader may get ahead of the loop, so that a
+// client sending faster than the loop takes its bytes in costs bounded
+// memory: four TLS records.
+const tlsReadAhead = 64 << 10
+
+// wakeReader lets a reader waiting in waitToRead look again (t.mu held).
+// Close and closeTLS call it too, so a waiting reader sees its socket
+// closed and tells the loop.
+func (t *tlsConn) wakeReader() {
+	if t.resumed != nil {
+		close(t.resumed)
+		t.resumed = nil
+	}
+}
+
+// waitToRead blocks the reader while reading is paused or the loop is
+// tlsReadAhead behind, until the connection closes.
+func (t *tlsConn) waitToRead() {
+	t.mu.Lock()
+	for !t.closing && (t.readPaused || t.queued >= tlsReadAhead) {
+		if t.resumed == nil {
+			t.resumed = make(chan struct{})
+		}
+		ch := t.resumed
+		t.mu.Unlock()
+		<-ch
+		t.mu.Lock()
+	}
+	t.mu.Unlock()
+}
 
 // serve runs the handshake, then reads the client and hands what it sent
 // to the loop, until the connection ends.
@@ -212,10 +268,20 @@ func (t *tlsConn) serve(cfg *tls.Config, pending []byte, direct bool) {
 	buf := small
 	var big *[]byte
 	for {
+		t.waitToRead()
 		n, err := t.tc.Read(buf)
 		if n > 0 {
 			data := append([]byte(nil), buf[:n]...)
+			t.mu.Lock()
+			t.queued += n
+			t.mu.Unlock()
 			d.run(func() {
+				t.mu.Lock()
+				t.queued -= len(data)
+				if t.queued < tlsReadAhead {
+					t.wakeReader()
+				}
+				t.mu.Unlock()
 				if !t.cc.closed {
 					t.in = append(t.in, data...)
 					t.cc.resume()
@@ -341,6 +407,10 @@ func (g *Group) closeTLS() {
 	defer g.mu.Unlock()
 	for t := range g.tlsConns {
 		_ = t.raw.Close()
+		t.mu.Lock()
+		t.closing = true
+		t.wakeReader()
+		t.mu.Unlock()
 		if c := t.client.Load(); c != nil {
 			c.Close()
 		}

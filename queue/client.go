@@ -100,9 +100,12 @@ type Client struct {
 	queued   atomic.Int64
 	outbound atomic.Int64
 	pending  atomic.Int32
-	// state and closed are guarded by mu; here they fill pending's padding.
-	state  clientState
-	closed bool
+	// state, closed and inputHeld are guarded by mu; here they fill
+	// pending's padding. inputHeld: Submit told the dispatcher to stop
+	// reading the client (InboxHighWater); Take pushes a Resume reply.
+	state     clientState
+	closed    bool
+	inputHeld bool
 	// rare holds what few clients need, made at first use (clientRare).
 	rare atomic.Pointer[clientRare]
 
@@ -164,34 +167,46 @@ func signal(ch chan struct{}) {
 	}
 }
 
+// InboxHighWater is how many request bytes may wait in a client's inbox,
+// not yet taken by a server (the client waits in its pool's queue, or its
+// server's backend is not reading), before the dispatcher stops reading
+// the client: one that sends faster than PostgreSQL takes its bytes then
+// costs bounded memory, and TCP holds it back.
+const InboxHighWater = 1 << 20
+
 // Submit hands complete client messages (raw bytes, and their type bytes)
 // to the client's server, queueing the client in its pool when no server
-// holds it. It reports false when the client is already closed.
-func (c *Client) Submit(data []byte, types []byte) bool {
+// holds it. ok is false when the client is already closed. hold asks the
+// dispatcher to stop reading the client: its inbox reached InboxHighWater.
+// A Resume reply comes once a server took the inbox.
+func (c *Client) Submit(data []byte, types []byte) (ok, hold bool) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return false
+		return false, false
 	}
 	for _, t := range types {
 		c.circuit.FromClient(t)
 	}
 	c.inbox = append(c.inbox, data...)
 	c.stats.submitted(len(types), len(data))
+	if len(c.inbox) >= InboxHighWater {
+		c.inputHeld, hold = true, true
+	}
 	switch c.state {
 	case stateIdle:
 		c.state = stateQueued
 		c.mu.Unlock()
 		c.Pool.Requests.enqueue(c, c.Responses.loop)
-		return true
+		return true, hold
 	case stateServed:
 		srv, wake := c.server, c.wake()
 		c.mu.Unlock()
 		c.wakeServer(srv, wake)
-		return true
+		return true, hold
 	}
 	c.mu.Unlock()
-	return true
+	return true, hold
 }
 
 // wakeServer tells the server serving the client (a hosted Server, or a
@@ -249,14 +264,21 @@ func (c *Client) Begin(server any) bool {
 // client closed.
 func (c *Client) Take(server any, spare []byte) (data []byte, mine, gone bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state != stateServed || c.server != server {
+		c.mu.Unlock()
 		return spare, false, c.closed
 	}
 	if c.closed {
+		c.mu.Unlock()
 		return spare, true, true
 	}
 	data, c.inbox = c.inbox, spare[:0]
+	resume := c.inputHeld
+	c.inputHeld = false
+	c.mu.Unlock()
+	if resume {
+		c.Responses.Push(Reply{Client: c, Resume: true})
+	}
 	return data, true, false
 }
 

@@ -48,7 +48,7 @@ func TestClientSubmitQueuesOnce(t *testing.T) {
 		t.Fatal("new client not idle")
 	}
 	for _, s := range []string{"a", "b", "c"} {
-		if !c.Submit([]byte(s), []byte{'Q'}) {
+		if ok, _ := c.Submit([]byte(s), []byte{'Q'}); !ok {
 			t.Fatal("Submit refused")
 		}
 	}
@@ -209,7 +209,7 @@ func TestClientReadyClosed(t *testing.T) {
 	if !mine || !gone || string(data) != "sp" {
 		t.Fatalf("Take after Close = (%q, %v, %v)", data, mine, gone)
 	}
-	if c.Submit([]byte("late"), []byte{'Q'}) {
+	if ok, _ := c.Submit([]byte("late"), []byte{'Q'}); ok {
 		t.Fatal("Submit accepted after Close")
 	}
 	c.Release(2) // not the owner: no effect
@@ -255,7 +255,7 @@ func TestClientCloseIdle(t *testing.T) {
 	if woken(c) {
 		t.Fatal("Close while idle signalled Wake")
 	}
-	if c.Submit([]byte("Q"), []byte{'Q'}) {
+	if ok, _ := c.Submit([]byte("Q"), []byte{'Q'}); ok {
 		t.Fatal("Submit accepted after Close")
 	}
 	if st := p.Requests.Stats(); st.TotalQueued != 0 {
@@ -351,5 +351,41 @@ func TestIdleClientDropsBigInbox(t *testing.T) {
 		if got := c.InboxCap(); size <= 1024 && got < size || size > 1024 && got != 0 {
 			t.Fatalf("after a %d-byte request the idle client's inbox holds %d bytes", size, got)
 		}
+	}
+}
+
+// TestClientInboxHighWater: Submit asks the dispatcher to stop reading
+// the client once its inbox holds InboxHighWater bytes, and the Take that
+// empties the inbox pushes one Resume reply.
+func TestClientInboxHighWater(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	woke := 0
+	rq := queue.NewResponseQueue(func() { woke++ })
+	c := newClient(1, p, rq)
+	chunk := make([]byte, queue.InboxHighWater/4)
+	for i := range 3 {
+		if ok, hold := c.Submit(chunk, nil); !ok || hold {
+			t.Fatalf("Submit %d (inbox %d bytes) = ok %v, hold %v; want no hold yet", i, (i+1)*len(chunk), ok, hold)
+		}
+	}
+	if ok, hold := c.Submit(chunk, nil); !ok || !hold {
+		t.Fatalf("Submit at InboxHighWater = ok %v, hold %v; want hold", ok, hold)
+	}
+	if got := rq.Drain(); len(got) != 0 {
+		t.Fatalf("replies before any Take: %+v", got)
+	}
+	srv := "server-1"
+	serve(t, p, c, srv)
+	if data, mine, gone := c.Take(srv, nil); !mine || gone || len(data) != queue.InboxHighWater {
+		t.Fatalf("Take = %d bytes, mine=%v, gone=%v; want the whole inbox", len(data), mine, gone)
+	}
+	got := rq.Drain()
+	if len(got) != 1 || !got[0].Resume || got[0].Client != c || woke != 1 {
+		t.Fatalf("after the Take: replies %+v, %d wake-ups; want one Resume for the client", got, woke)
+	}
+	got[0].Done()
+	mustTake(t, c, srv, "")
+	if got := rq.Drain(); len(got) != 0 {
+		t.Fatalf("a second Take pushed %+v", got)
 	}
 }

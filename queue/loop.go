@@ -34,6 +34,9 @@ var ErrLoopStopped = errors.New("the dispatcher is stopping")
 type Hosted interface {
 	HostedOpen(c gnet.Conn)
 	HostedTraffic(c gnet.Conn) gnet.Action
+	// HostedDrained: everything written to c that the socket could not
+	// take at once has now been sent.
+	HostedDrained(c gnet.Conn)
 	HostedClose(c gnet.Conn, err error)
 }
 

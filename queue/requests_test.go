@@ -62,7 +62,7 @@ func TestRequestQueueFIFO(t *testing.T) {
 	for i := range 50 {
 		c := newClient(uint64(i), p, nil)
 		clients = append(clients, c)
-		if !c.Submit([]byte{'Q', 0, 0, 0, 4}, []byte{'Q'}) {
+		if ok, _ := c.Submit([]byte{'Q', 0, 0, 0, 4}, []byte{'Q'}); !ok {
 			t.Fatal("Submit refused")
 		}
 	}
@@ -610,7 +610,7 @@ func TestRequestQueueNeverEmpty(t *testing.T) {
 	submit := func() {
 		c := newClient(uint64(len(clients)), p, nil)
 		clients = append(clients, c)
-		if !c.Submit([]byte{'Q', 0, 0, 0, 4}, []byte{'Q'}) {
+		if ok, _ := c.Submit([]byte{'Q', 0, 0, 0, 4}, []byte{'Q'}); !ok {
 			t.Fatal("Submit refused")
 		}
 	}

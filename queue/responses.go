@@ -11,6 +11,9 @@ type Reply struct {
 	Close bool
 	// Poll asks only for a fresh backlog reading (backpressure).
 	Poll bool
+	// Resume asks the dispatcher to read the client again: a server took
+	// the inbox whose size had made it stop (Client.Submit's hold).
+	Resume bool
 	// pooled returns Data to the buffer pool once written.
 	pooled bool
 }

@@ -55,6 +55,9 @@ type Server struct {
 	gc       gnet.Conn
 	dead     bool
 	detached bool
+	// inputWaits: Poke left the client's input in its inbox while the
+	// backend's outbound buffer was full; HostedDrained pokes again.
+	inputWaits bool
 	// quitting: close the backend the next time it has no client (retire):
 	// idle timeout, PAUSE, RECONNECT.
 	quitting atomic.Bool
@@ -349,6 +352,13 @@ func (s *Server) Poke() {
 	if c == nil || s.gc == nil {
 		return // between clients, or detached: HostedOpen pokes again
 	}
+	if s.gc.OutboundBuffered() > highWater && !c.Closed() {
+		// PostgreSQL reads slower than the client sends: the bytes stay
+		// in the client's inbox, whose dispatcher stops reading the
+		// client once it is full, until the backend took these.
+		s.inputWaits = true
+		return
+	}
 	data, mine, gone := c.Take(s, s.spare)
 	switch {
 	case !mine:
@@ -369,6 +379,15 @@ func (s *Server) Poke() {
 		}
 	default:
 		s.spare = data
+	}
+}
+
+// HostedDrained implements queue.Hosted: the backend took everything
+// written to it, so the client's waiting input goes next.
+func (s *Server) HostedDrained(gnet.Conn) {
+	if s.inputWaits {
+		s.inputWaits = false
+		s.Poke()
 	}
 }
 

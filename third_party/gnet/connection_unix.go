@@ -56,6 +56,7 @@ type conn struct {
 	isEOF          bool     // whether the connection has reached EOF
 	peerPort       uint16   // accepted TCP peer's port
 	peerLen        uint8    // peerIP's length (4 or 16), 0 if there is no peer there
+	readPaused     bool     // PauseRead: not polled for reads (pgmts)
 }
 
 // setPeer keeps an accepted TCP peer's address in the conn, for RemoteAddr
@@ -185,7 +186,7 @@ loop:
 		if err == unix.EAGAIN {
 			_, err = c.outboundBuffer.Write(data)
 			if !isET {
-				err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
+				err = c.pollWrite()
 			}
 			return
 		}
@@ -198,7 +199,11 @@ loop:
 	// Failed to send all data back to the remote, buffer the leftover data for the next round.
 	if len(data) > 0 {
 		_, _ = c.outboundBuffer.Write(data)
-		err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
+		if isET {
+			err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
+		} else {
+			err = c.pollWrite()
+		}
 	}
 
 	return
@@ -235,7 +240,7 @@ loop:
 		if err == unix.EAGAIN {
 			_, err = c.outboundBuffer.Writev(bs)
 			if !isET {
-				err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
+				err = c.pollWrite()
 			}
 			return
 		}
@@ -261,7 +266,11 @@ loop:
 	// Failed to send all data back to the remote, buffer the leftover data for the next round.
 	if remaining > 0 {
 		_, _ = c.outboundBuffer.Writev(bs)
-		err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
+		if isET {
+			err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
+		} else {
+			err = c.pollWrite()
+		}
 	}
 
 	return

@@ -296,6 +296,12 @@ func (c *conn) OutboundBuffered() int {
 	return 0
 }
 
+// PauseRead implements Conn (pgmts); Windows loops do not support it.
+func (c *conn) PauseRead() error { return errorx.ErrUnsupportedOp }
+
+// ResumeRead implements Conn (pgmts); Windows loops do not support it.
+func (c *conn) ResumeRead() error { return errorx.ErrUnsupportedOp }
+
 func (c *conn) Context() any         { return c.ctx }
 func (c *conn) SetContext(ctx any)   { c.ctx = ctx }
 func (c *conn) LocalAddr() net.Addr  { return c.localAddr }

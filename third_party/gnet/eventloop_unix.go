@@ -243,7 +243,7 @@ func (el *eventloop) open(c *conn) error {
 	}
 
 	if !c.outboundBuffer.IsEmpty() && !el.engine.opts.EdgeTriggeredIO {
-		if err := el.poller.ModReadWrite(c.pollAttachment(), false); err != nil {
+		if err := c.pollWrite(); err != nil {
 			return err
 		}
 	}
@@ -349,7 +349,13 @@ loop:
 	// All data have been sent, it's no need to monitor the writable events for LT mode,
 	// remove the writable event from poller to help the future event-loops if necessary.
 	if !isET && c.outboundBuffer.IsEmpty() {
-		return el.poller.ModRead(c.pollAttachment(), false)
+		if err := c.pollRead(); err != nil {
+			return err
+		}
+		if h, ok := el.eventHandler.(DrainHandler); ok {
+			h.OnDrained(c)
+		}
+		return nil
 	}
 
 	// To prevent infinite writing in ET mode and starving other events,

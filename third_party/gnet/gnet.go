@@ -280,6 +280,16 @@ type Writer interface {
 	// it's not concurrency-safe, you must invoke it within any method in EventHandler.
 	OutboundBuffered() int
 
+	// PauseRead stops polling the connection for reads (pgmts): the
+	// peer's bytes wait in the kernel, and a peer that keeps sending is
+	// held back by TCP. Writes go on. ResumeRead polls for reads again;
+	// bytes read before the pause stay in the inbound buffer and raise no
+	// new event, so the caller handles them. Both run on the loop, and
+	// only level-triggered Linux loops support them (else
+	// ErrUnsupportedOp).
+	PauseRead() error
+	ResumeRead() error
+
 	// AsyncWrite writes bytes to remote asynchronously, it's concurrency-safe,
 	// you don't have to invoke it within any method in EventHandler,
 	// usually you would call it in an individual goroutine.
@@ -524,6 +534,15 @@ type (
 		Clock() int64 // monotonic nanoseconds
 		OnBatch(events int, now int64)
 		OnBatchEnd()
+	}
+
+	// DrainHandler is an EventHandler that wants to know when a
+	// connection's outbound buffer, which the loop wrote out as the
+	// socket let it, is empty again (pgmts: a shared server then takes
+	// more of its client's input). OnDrained runs on the loop; only
+	// level-triggered Linux loops call it.
+	DrainHandler interface {
+		OnDrained(c Conn)
 	}
 
 	// BuiltinEventEngine is a built-in implementation of EventHandler which feeds

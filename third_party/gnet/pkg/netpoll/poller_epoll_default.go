@@ -295,6 +295,21 @@ func (p *Poller) ModReadWrite(pa *PollAttachment, edgeTriggered bool) error {
 		epollCtlRaw(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
 }
 
+// ModEvents sets what a level-triggered file descriptor is polled for
+// (pgmts: a connection whose reads are paused is polled for writes only,
+// or for nothing but errors and hang-ups).
+func (p *Poller) ModEvents(pa *PollAttachment, read, write bool) error {
+	var ev uint32
+	if read {
+		ev |= ReadEvents
+	}
+	if write {
+		ev |= WriteEvents
+	}
+	return os.NewSyscallError("epoll_ctl mod",
+		epollCtlRaw(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
+}
+
 // Delete removes the given file descriptor from the poller.
 func (p *Poller) Delete(fd int) error {
 	return os.NewSyscallError("epoll_ctl del", epollCtlRaw(p.fd, unix.EPOLL_CTL_DEL, fd, nil))

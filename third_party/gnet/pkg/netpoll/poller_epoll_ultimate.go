@@ -231,6 +231,21 @@ func (p *Poller) ModRead(pa *PollAttachment, edgeTriggered bool) error {
 	return os.NewSyscallError("epoll_ctl mod", epollCtl(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &ev))
 }
 
+// ModEvents sets what a level-triggered file descriptor is polled for
+// (pgmts: a connection whose reads are paused is polled for writes only,
+// or for nothing but errors and hang-ups).
+func (p *Poller) ModEvents(pa *PollAttachment, read, write bool) error {
+	var ev epollevent
+	if read {
+		ev.events |= ReadEvents
+	}
+	if write {
+		ev.events |= WriteEvents
+	}
+	convertPollAttachment(unsafe.Pointer(&ev.data), pa)
+	return os.NewSyscallError("epoll_ctl mod", epollCtl(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &ev))
+}
+
 // ModReadWrite modifies the given file descriptor with readable and writable events in the poller.
 func (p *Poller) ModReadWrite(pa *PollAttachment, edgeTriggered bool) error {
 	var ev epollevent
