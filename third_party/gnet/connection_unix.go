@@ -199,11 +199,7 @@ loop:
 	// Failed to send all data back to the remote, buffer the leftover data for the next round.
 	if len(data) > 0 {
 		_, _ = c.outboundBuffer.Write(data)
-		if isET {
-			err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
-		} else {
-			err = c.pollWrite()
-		}
+		err = c.pollWrite()
 	}
 
 	return
@@ -266,11 +262,7 @@ loop:
 	// Failed to send all data back to the remote, buffer the leftover data for the next round.
 	if remaining > 0 {
 		_, _ = c.outboundBuffer.Writev(bs)
-		if isET {
-			err = c.loop.poller.ModReadWrite(c.pollAttachment(), isET)
-		} else {
-			err = c.pollWrite()
-		}
+		err = c.pollWrite()
 	}
 
 	return

@@ -10,5 +10,7 @@ func (c *conn) PauseRead() error { return errors.ErrUnsupportedOp }
 // ResumeRead implements Conn; kqueue loops do not support it.
 func (c *conn) ResumeRead() error { return errors.ErrUnsupportedOp }
 
-func (c *conn) pollRead() error  { return c.loop.poller.ModRead(c.pollAttachment(), false) }
-func (c *conn) pollWrite() error { return c.loop.poller.ModReadWrite(c.pollAttachment(), false) }
+func (c *conn) pollRead() error { return c.loop.poller.ModRead(c.pollAttachment(), false) }
+func (c *conn) pollWrite() error {
+	return c.loop.poller.ModReadWrite(c.pollAttachment(), c.loop.engine.opts.EdgeTriggeredIO)
+}

@@ -3,26 +3,19 @@ package gnet
 import "github.com/panjf2000/gnet/v2/pkg/errors"
 
 // PauseRead implements Conn.
-func (c *conn) PauseRead() error {
-	if c.loop.engine.opts.EdgeTriggeredIO || c.isDatagram {
-		return errors.ErrUnsupportedOp
-	}
-	if c.readPaused {
-		return nil
-	}
-	c.readPaused = true
-	return c.pollRead()
-}
+func (c *conn) PauseRead() error { return c.setReadPaused(true) }
 
 // ResumeRead implements Conn.
-func (c *conn) ResumeRead() error {
+func (c *conn) ResumeRead() error { return c.setReadPaused(false) }
+
+func (c *conn) setReadPaused(paused bool) error {
 	if c.loop.engine.opts.EdgeTriggeredIO || c.isDatagram {
 		return errors.ErrUnsupportedOp
 	}
-	if !c.readPaused {
+	if c.readPaused == paused {
 		return nil
 	}
-	c.readPaused = false
+	c.readPaused = paused
 	return c.pollRead()
 }
 
@@ -32,8 +25,11 @@ func (c *conn) pollRead() error {
 	return c.loop.poller.ModEvents(c.pollAttachment(), !c.readPaused, !c.outboundBuffer.IsEmpty())
 }
 
-// pollWrite (level-triggered) polls c for writes, and for reads unless
-// they are paused.
+// pollWrite polls c for writes, and for reads unless they are paused (an
+// edge-triggered loop, which cannot pause, polls for both as upstream).
 func (c *conn) pollWrite() error {
+	if c.loop.engine.opts.EdgeTriggeredIO {
+		return c.loop.poller.ModReadWrite(c.pollAttachment(), true)
+	}
 	return c.loop.poller.ModEvents(c.pollAttachment(), !c.readPaused, true)
 }
