@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +13,10 @@ import (
 	"github.com/pgmts/pgmts/config"
 )
 
-// In transaction and statement modes a client whose session gains state
-// that lives in its backend only (LISTEN, SQL PREPARE) keeps that server
-// until it leaves; then the server is cleared with DISCARD ALL.
+// In transaction mode a client whose session gains state that lives in
+// its backend only (LISTEN, SQL PREPARE) keeps that server until it
+// leaves; then the server is cleared with DISCARD ALL. Statement mode
+// refuses such state instead.
 
 // afterOtherTakesServer runs sql on a new client, then has another
 // client open a transaction, which holds a server until the test ends:
@@ -315,30 +317,41 @@ func TestCheckWaitsForPipeline(t *testing.T) {
 	}
 }
 
-// TestLoadClosesBackend: a library a client LOADed cannot be unloaded, so
-// its backend is closed when the client leaves, not handed on. (LOAD
-// outside $libdir/plugins needs a superuser.)
-func TestLoadClosesBackend(t *testing.T) {
-	needCluster(t)
-	const loader, loaderPass = "pin_loader", "loader-pw"
+const loader, loaderPass = "pin_loader", "loader-pw"
+
+// loaderClient starts pgmts in mode with max servers and a superuser
+// (LOAD outside $libdir/plugins needs one), and connects as that user.
+func loaderClient(t *testing.T, mode string, max int) (*pgx.Conn, *pgmts) {
+	t.Helper()
 	err := cluster.Exec(`DO $$ BEGIN CREATE ROLE ` + loader + ` SUPERUSER LOGIN PASSWORD '` + loaderPass + `';
 		EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := startPgmts(t, func(c *config.Config) {
-		withConsole("transaction", 1)(c)
+		withConsole(mode, max)(c)
 		c.Users[loader] = config.User{Password: loaderPass}
 	})
-	connect := func() *pgx.Conn {
-		c, err := pgx.Connect(ctx10(t), p.dsn(loader, loaderPass, "bench"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(context.Background()) })
-		return c
+	return loaderConnect(t, p), p
+}
+
+// loaderConnect connects to p as loaderClient's superuser.
+func loaderConnect(t *testing.T, p *pgmts) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(ctx10(t), p.dsn(loader, loaderPass, "bench"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	a := connect()
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// TestLoadClosesBackend: a library a client LOADed cannot be unloaded, so
+// its backend is closed when the client leaves, not handed on. (LOAD
+// outside $libdir/plugins needs a superuser.)
+func TestLoadClosesBackend(t *testing.T) {
+	needCluster(t)
+	a, p := loaderClient(t, "transaction", 1)
 	var pidA, pidB int
 	if _, err := a.Exec(ctx10(t), "LOAD 'plpgsql'"); err != nil {
 		t.Fatal(err)
@@ -352,7 +365,7 @@ func TestLoadClosesBackend(t *testing.T) {
 	if err := a.Close(ctx10(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := connect().QueryRow(ctx10(t), "SELECT pg_backend_pid()").Scan(&pidB); err != nil {
+	if err := loaderConnect(t, p).QueryRow(ctx10(t), "SELECT pg_backend_pid()").Scan(&pidB); err != nil {
 		t.Fatal(err)
 	}
 	if pidB == pidA {
@@ -387,5 +400,87 @@ func TestResetReturnsToLoginValue(t *testing.T) {
 		if err := tx.Rollback(ctx10(t)); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestStatementModeRefusesSessionState: in statement mode a command that
+// makes state outliving it gets ERROR 0A000, the backend that holds the
+// state is closed, and nothing pins the client, which goes on on another
+// backend. A command whose tag names the state (LISTEN, PREPARE, LOAD)
+// gets the error in place of its result, and the rest of its query is
+// not relayed; state only the check query finds (a temporary table, a WITH
+// HOLD cursor, a session advisory lock) gets it after the query's results,
+// before ReadyForQuery.
+func TestStatementModeRefusesSessionState(t *testing.T) {
+	c, p := loaderClient(t, "statement", 2) // LOAD needs a superuser
+	bystander := p.connect(t)
+	for _, tc := range []struct {
+		name, make, message string
+		tagged              bool   // the rest of the query is not relayed
+		gone                string // counts what must be left nowhere
+	}{
+		{"listen", "LISTEN st_l", "LISTEN is not allowed in statement pooling mode", true, ""},
+		{"sql prepare", "PREPARE st_p AS SELECT 1", "PREPARE is not allowed in statement pooling mode", true, ""},
+		{"load", "LOAD 'plpgsql'", "LOAD is not allowed in statement pooling mode", true, ""},
+		{"temp table", "CREATE TEMP TABLE st_t AS SELECT 1 AS x",
+			"session state left by the statement (temporary table) is not allowed", false,
+			"SELECT count(*)::text FROM pg_class WHERE relname = 'st_t'"},
+		{"holdable cursor", "DECLARE st_c CURSOR WITH HOLD FOR SELECT 1",
+			"session state left by the statement (WITH HOLD cursor) is not allowed", false, ""},
+		{"advisory lock", "SELECT pg_advisory_lock(4343)",
+			"session state left by the statement (advisory lock) is not allowed", false,
+			"SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND objid = 4343"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			results, err := c.PgConn().Exec(ctx10(t), "SELECT pg_backend_pid()::text; "+tc.make+"; SELECT 'after'").ReadAll()
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Message, tc.message) {
+				t.Fatalf("%s in statement mode: %v, want 0A000 %q", tc.make, err, tc.message)
+			}
+			if len(results) == 0 || len(results[0].Rows) != 1 {
+				t.Fatalf("no backend pid in %d results", len(results))
+			}
+			pid := string(results[0].Rows[0][0])
+			relayed := false
+			for _, r := range results {
+				for _, row := range r.Rows {
+					relayed = relayed || string(row[0]) == "after"
+				}
+			}
+			if relayed == tc.tagged {
+				t.Fatalf("the statement after %q relayed: %v, want %v", tc.make, relayed, !tc.tagged)
+			}
+			waitCount(t, "backends with the refused state", 0, 5*time.Second, func() int {
+				return int(atoi(t, queryString(t, bystander, "SELECT count(*)::text FROM pg_stat_activity WHERE pid = "+pid)))
+			})
+			if tc.gone != "" {
+				if n := queryString(t, bystander, tc.gone); n != "0" {
+					t.Fatalf("%s: %s, want 0", tc.gone, n)
+				}
+			}
+			if got := queryString(t, c, "SELECT 'goes on'"); got != "goes on" {
+				t.Fatal(got)
+			}
+			if pinned := pinnedCircuits(t, p); len(pinned) != 0 {
+				t.Fatalf("pinned circuits in statement mode: %q", pinned)
+			}
+		})
+	}
+	// A COPY FROM STDIN later in a refused query gets no data from the
+	// client, which was told of the error: pgmts ends it.
+	if _, err := bystander.Exec(ctx10(t), "CREATE TABLE IF NOT EXISTS st_copy (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.PgConn().Exec(ctx10(t), "LISTEN st_l2; COPY st_copy FROM STDIN").ReadAll()
+	if sqlState(err) != "0A000" {
+		t.Fatalf("LISTEN then COPY: %v, want 0A000", err)
+	}
+	// The extended protocol gets the same error.
+	_, err = c.PgConn().ExecParams(ctx10(t), "LISTEN st_x", nil, nil, nil, nil).Close()
+	if sqlState(err) != "0A000" {
+		t.Fatalf("LISTEN through the extended protocol: %v, want 0A000", err)
+	}
+	if got := queryString(t, c, "SELECT 'still goes on'"); got != "still goes on" {
+		t.Fatal(got)
 	}
 }

@@ -85,6 +85,13 @@ type Server struct {
 	// or dropped session state, or set parameters PostgreSQL does not
 	// report (sessionstate.go).
 	recheck, refetch bool
+	// Statement mode keeps no state past a statement (sessionstate.go):
+	// refusing drops the rest of a reply, up to ReadyForQuery, whose client
+	// got an error in place of a command that made some; heldReady is the
+	// owner's ReadyForQuery, held while the backend is asked whether its
+	// last command left some.
+	refusing  bool
+	heldReady []byte
 	// statements are the named prepared statements on this backend:
 	// name → the Parse message that made it (see statements.go).
 	statements map[string]string
@@ -439,7 +446,8 @@ func (s *Server) clientGone(c *queue.Client) {
 	var pins circuits.Pins
 	c.Circuit(func(ci *circuits.Circuit) { idle, busy, pins = ci.Idle(), ci.Busy(), ci.Pins() })
 	s.owner.Store(nil)
-	s.recheck, s.refetch = false, false
+	s.recheck, s.refetch, s.refusing = false, false, false
+	s.heldReady = s.heldReady[:0]
 	c.Release(s)
 	c.SetCancelTarget(nil)
 	if !idle {
@@ -529,7 +537,7 @@ func (s *Server) consume(buf []byte) int {
 			// Stream big rows and COPY data through without ever holding
 			// the whole message.
 			s.pass = size - (len(buf) - start)
-			s.passDrop = len(s.internal) > 0 || s.owner.Load() == nil
+			s.passDrop = len(s.internal) > 0 || s.owner.Load() == nil || s.refusing
 			if !s.passDrop {
 				s.emit(buf[start:])
 			}
@@ -556,19 +564,27 @@ func inspected(typ byte) bool {
 func (s *Server) handle(typ byte, msg []byte) {
 	internal := len(s.internal) > 0
 	owner := s.owner.Load()
-	switch typ {
-	case '1', '3':
-		if s.swallowInjected(typ) {
-			return
+	if (typ == '1' || typ == '3') && s.swallowInjected(typ) {
+		return
+	}
+	if s.refusing && !internal && typ != 'Z' && typ != 'C' {
+		if typ == 'G' || typ == 'W' {
+			s.failCopy() // the client will send no COPY data
 		}
+		return // the client got an error in place of this command
+	}
+	switch typ {
 	case 'C':
 		tag := msg[5 : len(msg)-1]
 		switch string(tag) {
 		case "DISCARD ALL", "DEALLOCATE", "DEALLOCATE ALL":
 			s.forgetStatements()
 		}
-		if owner != nil && !internal {
+		if owner != nil && !internal && !s.refusing {
 			s.sessionTag(owner, tag)
+		}
+		if s.refusing && !internal {
+			return
 		}
 	case 'Z':
 		s.segmentDone()
@@ -582,6 +598,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 			}
 			return
 		}
+		s.refusing = false
 		if owner == nil {
 			return
 		}
@@ -593,7 +610,14 @@ func (s *Server) handle(typ byte, msg []byte) {
 			s.fail(errors.New("client opened a transaction block in statement mode"))
 			return
 		}
-		s.emit(msg)
+		// In statement mode, the client hears whether its command left
+		// session state before it is told the command is over.
+		hold := s.recheck && owner.Pool.Mode == circuits.Statement && msg[5] == circuits.TxIdle
+		if hold {
+			s.heldReady = append(s.heldReady[:0], msg...)
+		} else {
+			s.emit(msg)
+		}
 		s.flush()
 		s.stats.ready(msg[5], s.loop.Now())
 		ask := s.recheck || s.refetch
@@ -610,6 +634,10 @@ func (s *Server) handle(typ byte, msg []byte) {
 			if err := s.askBackend(owner); err != nil {
 				s.fail(err)
 			}
+			return
+		}
+		if hold { // asked at a later ReadyForQuery, held then
+			s.releaseReady()
 		}
 		return
 	case 'S':

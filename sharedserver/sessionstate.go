@@ -16,7 +16,9 @@ import (
 // lock, a LOADed library) lives in one backend only. Outside session mode
 // the client is pinned to that backend while any of it is left
 // (circuits.Pins), so the client keeps it and the next client never sees
-// it.
+// it. Statement mode keeps no such state: the client gets an error
+// (refuse), and the backend that holds the state is closed once the
+// client lets it go.
 //
 // Some commands say what they made in their CommandComplete tag: LISTEN,
 // PREPARE and LOAD pin at once. The rest do not (a temporary table made by
@@ -59,11 +61,11 @@ func (s *Server) sessionTag(owner *queue.Client, tag []byte) {
 	}
 	switch string(tag) {
 	case "LISTEN":
-		s.pin(owner, circuits.PinListen, tag)
+		s.keep(owner, circuits.PinListen, tag)
 	case "PREPARE":
-		s.pin(owner, circuits.PinPrepare, tag)
+		s.keep(owner, circuits.PinPrepare, tag)
 	case "LOAD":
-		s.pin(owner, circuits.PinLoad, tag)
+		s.keep(owner, circuits.PinLoad, tag)
 	case "SET", "RESET":
 		s.refetch = true
 	case "DISCARD ALL":
@@ -73,6 +75,55 @@ func (s *Server) sessionTag(owner *queue.Client, tag []byte) {
 		"DISCARD TEMP", "DROP TABLE", "DROP VIEW", "DROP SEQUENCE":
 		s.recheck = s.recheck || owner.Pinned()
 	}
+}
+
+// keep pins the owner for state its command (tag) made, or, in statement
+// mode, refuses the command.
+func (s *Server) keep(owner *queue.Client, p circuits.Pins, tag []byte) {
+	if owner.Pool.Mode == circuits.Statement {
+		s.refuse(owner, string(tag))
+		s.refusing = true // the error stands in for the rest of the reply
+		return
+	}
+	s.pin(owner, p, tag)
+}
+
+// refuse answers, in statement mode, a command that made session state
+// (what names it): the client gets an error, before the ReadyForQuery
+// that ends the command, and the backend, which holds the state, is
+// closed once the client lets it go.
+func (s *Server) refuse(owner *queue.Client, what string) {
+	s.emit(statementStateError(what).Encode(nil))
+	s.recheck, s.refetch = false, false
+	s.quitting.Store(true)
+	s.log.Info("refused session state in statement pooling mode; the server connection that holds it will be closed",
+		"client", owner.ID, "state", what)
+}
+
+// statementStateError is what a statement-mode client gets for a command
+// that made state outliving it.
+func statementStateError(what string) *wire.Error {
+	return &wire.Error{Severity: "ERROR", Code: "0A000",
+		Message: what + " is not allowed in statement pooling mode",
+		Detail:  "In statement pooling mode no session state outlives a statement: pgmts closes the server connection that holds it.",
+		Hint:    "Use transaction or session pooling mode for clients that need LISTEN, SQL PREPARE, LOAD, WITH HOLD cursors, temporary tables or session advisory locks."}
+}
+
+// failCopy ends a COPY FROM STDIN that a refused query started: the
+// client, told of the error, sends no data, so the backend is sent a
+// CopyFail, which ends the query.
+func (s *Server) failCopy() {
+	if _, err := s.gc.Write(wire.Append(nil, &pgproto3.CopyFail{Message: "statement pooling mode refused the query"})); err != nil {
+		s.fail(err)
+	}
+}
+
+// releaseReady sends the owner the ReadyForQuery held while its backend
+// was asked about session state.
+func (s *Server) releaseReady() {
+	s.emit(s.heldReady)
+	s.heldReady = s.heldReady[:0]
+	s.flush()
 }
 
 // pin adds pins to the owner for state its command (tag) made.
@@ -179,8 +230,16 @@ func (s *Server) askBackend(owner *queue.Client) error {
 	return s.internalQuery(checkSQL, func(rows []byte, ok bool) {
 		found, parsed := parsePins(rows)
 		if !ok || !parsed {
-			// Keep the server, still marked as checking: unknown state
-			// must not reach another client (a failed query was logged).
+			if len(s.heldReady) > 0 && s.owner.Load() == owner {
+				// Statement mode: the client hears of it, and the
+				// backend, whose state is unknown, is closed.
+				s.refuse(owner, "session state that could not be checked")
+				var none circuits.Pins
+				s.answered(owner, &none)
+			}
+			// Else keep the server, still marked as checking: unknown
+			// state must not reach another client (a failed query was
+			// logged).
 			return
 		}
 		s.answered(owner, &found)
@@ -210,6 +269,13 @@ func (s *Server) gotSettings(owner *queue.Client, rows []byte, ok bool) {
 func (s *Server) answered(owner *queue.Client, found *circuits.Pins) {
 	if s.owner.Load() != owner {
 		return
+	}
+	if len(s.heldReady) > 0 {
+		if found != nil && *found&circuits.Checked != 0 {
+			s.refuse(owner, "session state left by the statement ("+(*found&circuits.Checked).String()+")")
+			*found &^= circuits.Checked
+		}
+		s.releaseReady()
 	}
 	var before, after circuits.Pins
 	owner.Circuit(func(ci *circuits.Circuit) {
