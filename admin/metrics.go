@@ -122,6 +122,8 @@ var poolMetrics = []metric[sharedserver.PoolSnapshot]{
 		func(p *sharedserver.PoolSnapshot) float64 { return float64(p.Totals.Errors) }},
 	{"pgmts_pool_session_state_queries_total", "counter", "Queries pgmts sent to ask a backend which session state a client holds, or which parameters it set (after SET, RESET, DISCARD ALL, or SQL naming TEMP, WITH HOLD or an advisory lock).",
 		func(p *sharedserver.PoolSnapshot) float64 { return float64(p.Totals.StateQueries) }},
+	{"pgmts_pool_statement_mode_refusals_total", "counter", "Commands refused with ERROR 0A000 in statement pooling mode because they made session state (LISTEN, PREPARE, LOAD, a temporary table, a WITH HOLD cursor, a session advisory lock); each closes the backend that ran it.",
+		func(p *sharedserver.PoolSnapshot) float64 { return float64(p.Totals.Refusals) }},
 	{"pgmts_pool_queue_oldest_wait_seconds", "gauge", "How long the oldest waiting request has waited.",
 		func(p *sharedserver.PoolSnapshot) float64 { return p.Queue.OldestWait.Seconds() }},
 	{"pgmts_pool_servers_started_total", "counter", "Backend connections the pool opened (autoscaling included).",

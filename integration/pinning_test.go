@@ -483,4 +483,11 @@ func TestStatementModeRefusesSessionState(t *testing.T) {
 	if got := queryString(t, c, "SELECT 'still goes on'"); got != "still goes on" {
 		t.Fatal(got)
 	}
+	var refusals int64
+	for _, pool := range p.pools.Snapshot().Pools {
+		refusals += pool.Totals.Refusals
+	}
+	if refusals != 8 {
+		t.Fatalf("%d refusals counted, want 8", refusals)
+	}
 }

@@ -23,7 +23,7 @@ type serverStats struct {
 	reqStart           atomic.Int64 // nanotime of the last request written
 
 	queries, xacts, sent, errors atomic.Int64
-	stateQueries                 atomic.Int64
+	stateQueries, refusals       atomic.Int64
 	queryTime, xactTime          atomic.Int64 // nanoseconds
 	lastReady                    atomic.Int64 // nanotime of the last ReadyForQuery
 	xactStart                    int64        // loop only: when the open transaction began
@@ -67,6 +67,10 @@ func (st *serverStats) errored() { queue.AddOwned(&st.errors, 1) }
 // session state (sessionstate.go).
 func (st *serverStats) asked() { queue.AddOwned(&st.stateQueries, 1) }
 
+// refused is called for each command refused in statement mode for the
+// session state it made.
+func (st *serverStats) refused() { queue.AddOwned(&st.refusals, 1) }
+
 func seconds(ns int64) float64 { return float64(ns) / 1e9 }
 
 // Totals are traffic and timing counters, per server or summed per pool.
@@ -78,6 +82,7 @@ type Totals struct {
 	Sent         int64 // reply bytes handed to clients
 	Errors       int64 // ErrorResponses relayed to clients
 	StateQueries int64 // queries pgmts sent to ask about session state
+	Refusals     int64 // statement-mode commands refused for their session state
 	QueryTime    time.Duration
 	XactTime     time.Duration
 }
@@ -91,6 +96,7 @@ func (t *Totals) Add(o Totals) {
 	t.Sent += o.Sent
 	t.Errors += o.Errors
 	t.StateQueries += o.StateQueries
+	t.Refusals += o.Refusals
 	t.QueryTime += o.QueryTime
 	t.XactTime += o.XactTime
 }
@@ -99,6 +105,7 @@ func (st *serverStats) totals() Totals {
 	return Totals{
 		Requests: st.requests.Load(), Queries: st.queries.Load(), Transactions: st.xacts.Load(),
 		Received: st.received.Load(), Sent: st.sent.Load(), Errors: st.errors.Load(), StateQueries: st.stateQueries.Load(),
+		Refusals:  st.refusals.Load(),
 		QueryTime: time.Duration(st.queryTime.Load()), XactTime: time.Duration(st.xactTime.Load()),
 	}
 }
