@@ -267,14 +267,11 @@ func TestUnreportedSetFollowsClient(t *testing.T) {
 	}
 }
 
-// TestCheckWaitsForPipeline: a client that sends more requests before
-// the reply to the one that made session state gets every reply (the
-// backend is asked about its state only once nothing is in flight).
-func TestCheckWaitsForPipeline(t *testing.T) {
-	p := startPgmts(t, withConsole("transaction", 2))
-	c := p.connect(t)
+// sendPipeline sends each query, with a Sync after each, in one pipeline.
+func sendPipeline(t *testing.T, c *pgx.Conn, sqls ...string) *pgconn.Pipeline {
+	t.Helper()
 	pl := c.PgConn().StartPipeline(ctx10(t))
-	for _, sql := range []string{"CREATE TEMP TABLE pipe_t AS SELECT 7 AS x", "SELECT x + 1 FROM pipe_t", "SELECT x + 2 FROM pipe_t"} {
+	for _, sql := range sqls {
 		pl.SendQueryParams(sql, nil, nil, nil, nil)
 		if err := pl.Sync(); err != nil {
 			t.Fatal(err)
@@ -283,6 +280,16 @@ func TestCheckWaitsForPipeline(t *testing.T) {
 	if err := pl.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	return pl
+}
+
+// TestCheckWaitsForPipeline: a client that sends more requests before
+// the reply to the one that made session state gets every reply (the
+// backend is asked about its state only once nothing is in flight).
+func TestCheckWaitsForPipeline(t *testing.T) {
+	p := startPgmts(t, withConsole("transaction", 2))
+	c := p.connect(t)
+	pl := sendPipeline(t, c, "CREATE TEMP TABLE pipe_t AS SELECT 7 AS x", "SELECT x + 1 FROM pipe_t", "SELECT x + 2 FROM pipe_t")
 	var got []string
 	for syncs := 0; syncs < 3; {
 		res, err := pl.GetResults()
@@ -489,5 +496,48 @@ func TestStatementModeRefusesSessionState(t *testing.T) {
 	}
 	if refusals != 8 {
 		t.Fatalf("%d refusals counted, want 8", refusals)
+	}
+}
+
+// TestStatementModeRefusesAfterPipeline: in statement mode, state made by
+// the first of pipelined queries is refused once nothing is in flight:
+// every reply comes, and the error with the last ReadyForQuery.
+func TestStatementModeRefusesAfterPipeline(t *testing.T) {
+	p := startPgmts(t, withConsole("statement", 2))
+	c := p.connect(t)
+	pl := sendPipeline(t, c, "CREATE TEMP TABLE pipe_s AS SELECT 7 AS x", "SELECT x + 1 FROM pipe_s", "SELECT 'last'")
+	var got []string
+	var refused error
+	for syncs := 0; syncs < 3; {
+		res, err := pl.GetResults()
+		if err != nil {
+			refused = err
+			got = append(got, "error")
+			continue
+		}
+		switch r := res.(type) {
+		case *pgconn.ResultReader:
+			rr := r.Read()
+			if rr.Err != nil {
+				refused = rr.Err
+				got = append(got, "error")
+			}
+			for _, row := range rr.Rows {
+				got = append(got, string(row[0]))
+			}
+		case *pgconn.PipelineSync:
+			syncs++
+			got = append(got, "sync")
+		}
+	}
+	_ = pl.Close()
+	if strings.Join(got, ",") != "sync,8,sync,last,error,sync" || sqlState(refused) != "0A000" {
+		t.Fatalf("pipelined replies %v (%v), want [sync 8 sync last error sync] and 0A000", got, refused)
+	}
+	if got := queryString(t, c, "SELECT 'goes on'"); got != "goes on" {
+		t.Fatal(got)
+	}
+	if pinned := pinnedCircuits(t, p); len(pinned) != 0 {
+		t.Fatalf("pinned circuits in statement mode: %q", pinned)
 	}
 }
