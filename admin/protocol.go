@@ -29,8 +29,6 @@ func newSession(admin bool) *session {
 	return &session{admin: admin, stmts: map[string]command{}, portals: map[string]portal{}}
 }
 
-var readyForQuery = wire.Append(nil, &pgproto3.ReadyForQuery{TxStatus: 'I'})
-
 // handle answers a batch of whole client messages. It returns the reply
 // bytes and how many ReadyForQuery messages they hold (one per Query,
 // Sync and FunctionCall, which is what the circuit counts).
@@ -45,18 +43,18 @@ func (c *Console) handle(s *session, data []byte) (out []byte, readies int) {
 		switch typ {
 		case 'Q':
 			out = c.simpleQuery(s, out, cstring(body))
-			out = append(out, readyForQuery...)
+			out = append(out, wire.ReadyIdle...)
 			readies++
 			continue
 		case 'S':
 			s.failed = false
 			delete(s.portals, "")
-			out = append(out, readyForQuery...)
+			out = append(out, wire.ReadyIdle...)
 			readies++
 			continue
 		case 'F':
 			out = consoleError("0A000", "function calls are not supported by the admin console").Encode(out)
-			out = append(out, readyForQuery...)
+			out = append(out, wire.ReadyIdle...)
 			readies++
 			continue
 		case 'H':

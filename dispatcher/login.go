@@ -472,7 +472,7 @@ func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Acti
 		t.client.Store(cc.client)
 	}
 	out = wire.Append(out, &pgproto3.BackendKeyData{ProcessID: cc.pid, SecretKey: cc.key[:]})
-	out = wire.Append(out, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	out = append(out, wire.ReadyIdle...)
 	_, _ = cc.c.Write(out)
 	// Checked first: the arguments' boxes and the remote address (made at
 	// each RemoteAddr call) would be garbage of every login.

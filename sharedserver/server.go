@@ -87,11 +87,10 @@ type Server struct {
 	recheck, refetch bool
 	// Statement mode keeps no state past a statement (sessionstate.go):
 	// refusing drops the rest of a reply, up to ReadyForQuery, whose client
-	// got an error in place of a command that made some; heldReady is the
-	// owner's ReadyForQuery, held while the backend is asked whether its
-	// last command left some.
-	refusing  bool
-	heldReady []byte
+	// got an error in place of a command that made some; readyHeld: the
+	// owner's ReadyForQuery (idle, wire.ReadyIdle) waits while the backend
+	// is asked whether its last command left some.
+	refusing, readyHeld bool
 	// statements are the named prepared statements on this backend:
 	// name → the Parse message that made it (see statements.go).
 	statements map[string]string
@@ -446,8 +445,7 @@ func (s *Server) clientGone(c *queue.Client) {
 	var pins circuits.Pins
 	c.Circuit(func(ci *circuits.Circuit) { idle, busy, pins = ci.Idle(), ci.Busy(), ci.Pins() })
 	s.owner.Store(nil)
-	s.recheck, s.refetch, s.refusing = false, false, false
-	s.heldReady = s.heldReady[:0]
+	s.recheck, s.refetch, s.refusing, s.readyHeld = false, false, false, false
 	c.Release(s)
 	c.SetCancelTarget(nil)
 	if !idle {
@@ -612,10 +610,8 @@ func (s *Server) handle(typ byte, msg []byte) {
 		}
 		// In statement mode, the client hears whether its command left
 		// session state before it is told the command is over.
-		hold := s.recheck && owner.Pool.Mode == circuits.Statement && msg[5] == circuits.TxIdle
-		if hold {
-			s.heldReady = append(s.heldReady[:0], msg...)
-		} else {
+		s.readyHeld = s.recheck && owner.Pool.Mode == circuits.Statement && msg[5] == circuits.TxIdle
+		if !s.readyHeld {
 			s.emit(msg)
 		}
 		s.flush()
@@ -636,7 +632,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 			}
 			return
 		}
-		if hold { // asked at a later ReadyForQuery, held then
+		if s.readyHeld { // asked at a later ReadyForQuery, held then
 			s.releaseReady()
 		}
 		return

@@ -122,8 +122,8 @@ func (s *Server) failCopy() {
 // releaseReady sends the owner the ReadyForQuery held while its backend
 // was asked about session state.
 func (s *Server) releaseReady() {
-	s.emit(s.heldReady)
-	s.heldReady = s.heldReady[:0]
+	s.emit(wire.ReadyIdle)
+	s.readyHeld = false
 	s.flush()
 }
 
@@ -231,7 +231,7 @@ func (s *Server) askBackend(owner *queue.Client) error {
 	return s.internalQuery(checkSQL, func(rows []byte, ok bool) {
 		found, parsed := parsePins(rows)
 		if !ok || !parsed {
-			if len(s.heldReady) > 0 && s.owner.Load() == owner {
+			if s.readyHeld && s.owner.Load() == owner {
 				// Statement mode: the client hears of it, and the
 				// backend, whose state is unknown, is closed.
 				s.refuse(owner, "session state that could not be checked")
@@ -271,7 +271,7 @@ func (s *Server) answered(owner *queue.Client, found *circuits.Pins) {
 	if s.owner.Load() != owner {
 		return
 	}
-	if len(s.heldReady) > 0 {
+	if s.readyHeld {
 		if found != nil && *found&circuits.Checked != 0 {
 			s.refuse(owner, "session state left by the statement ("+(*found&circuits.Checked).String()+")")
 			*found &^= circuits.Checked

@@ -232,6 +232,10 @@ func Append(dst []byte, m pgproto3.Message) []byte {
 	return out
 }
 
+// ReadyIdle is a ReadyForQuery with status idle ('I'): a session between
+// transactions. Read only.
+var ReadyIdle = Append(nil, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+
 // AppendParameterStatus appends a ParameterStatus message (as Append
 // would, without boxing one).
 func AppendParameterStatus(dst []byte, name, value string) []byte {
