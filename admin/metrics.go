@@ -130,6 +130,8 @@ var poolMetrics = []metric[sharedserver.PoolSnapshot]{
 		func(p *sharedserver.PoolSnapshot) float64 { return float64(p.Started) }},
 	{"pgmts_pool_servers_terminated_total", "counter", "Backend connections the pool closed (idle retirement included).",
 		func(p *sharedserver.PoolSnapshot) float64 { return float64(p.Terminated) }},
+	{"pgmts_pool_server_login_failures_total", "counter", "Backend logins that failed (PostgreSQL unreachable, starting or shutting down, or refusing the login); after each the pool opens no backend for server_login_retry.",
+		func(p *sharedserver.PoolSnapshot) float64 { return float64(p.LoginFailures) }},
 	{"pgmts_pool_min_servers", "gauge", "shared_servers: backend connections the pool keeps open.",
 		func(p *sharedserver.PoolSnapshot) float64 { return float64(p.MinServers) }},
 	{"pgmts_pool_max_servers", "gauge", "max_shared_servers: the most backend connections the pool may open.",

@@ -119,6 +119,7 @@ func TestWriteMetrics(t *testing.T) {
 		`pgmts_pool_errors_total{database="we\"ird\\db",user="u"} 0` + "\n",
 		"# TYPE pgmts_pool_session_state_queries_total counter\n",
 		`pgmts_pool_statement_mode_refusals_total{database="a",user="u"} 0` + "\n",
+		`pgmts_pool_server_login_failures_total{database="a",user="u"} 0` + "\n",
 		`pgmts_pool_query_duration_seconds_count{database="we\"ird\\db",user="u"} 0` + "\n",
 		"# TYPE go_goroutines gauge\n",
 		"process_resident_memory_bytes ",

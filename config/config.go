@@ -93,7 +93,11 @@ type PoolSettings struct {
 	MaxSharedServers     int           `toml:"max_shared_servers"`
 	ServerResetQuery     string        `toml:"server_reset_query"` // "" = none
 	ServerConnectTimeout time.Duration `toml:"server_connect_timeout"`
-	QueryWaitTimeout     time.Duration `toml:"query_wait_timeout"` // 0 = wait forever
+	// ServerLoginRetry: after a failed backend login the pool opens no
+	// server for this long, and a request with no server to wait for
+	// fails at once with that login's error; 0 = try again at once.
+	ServerLoginRetry time.Duration `toml:"server_login_retry"`
+	QueryWaitTimeout time.Duration `toml:"query_wait_timeout"` // 0 = wait forever
 	// ScaleUpWait: a pool starts another server when a request has waited
 	// this long for one (Oracle's shared-server growth rule).
 	ScaleUpWait time.Duration `toml:"scale_up_wait"`
@@ -149,6 +153,7 @@ func Default() Config {
 			MaxSharedServers:     20,
 			ServerResetQuery:     "DISCARD ALL",
 			ServerConnectTimeout: 15 * time.Second,
+			ServerLoginRetry:     time.Second,
 			QueryWaitTimeout:     120 * time.Second,
 			ScaleUpWait:          5 * time.Millisecond,
 			ServerIdleTimeout:    600 * time.Second,
@@ -410,6 +415,9 @@ func (c *Config) validate() error {
 	if p.ServerConnectTimeout <= 0 {
 		return fmt.Errorf("pool.server_connect_timeout: %s is not positive", p.ServerConnectTimeout)
 	}
+	if p.ServerLoginRetry < 0 {
+		return fmt.Errorf("pool.server_login_retry: %s is negative", p.ServerLoginRetry)
+	}
 	if p.QueryWaitTimeout < 0 {
 		return fmt.Errorf("pool.query_wait_timeout: %s is negative", p.QueryWaitTimeout)
 	}
@@ -529,6 +537,7 @@ type PoolConfig struct {
 	MaxSharedServers     int
 	ServerResetQuery     string
 	ServerConnectTimeout time.Duration
+	ServerLoginRetry     time.Duration
 	QueryWaitTimeout     time.Duration
 	ScaleUpWait          time.Duration
 	ServerIdleTimeout    time.Duration
@@ -558,6 +567,7 @@ func (c *Config) PoolFor(database, user string) (PoolConfig, bool) {
 		MaxSharedServers:     c.Pool.MaxSharedServers,
 		ServerResetQuery:     c.Pool.ServerResetQuery,
 		ServerConnectTimeout: c.Pool.ServerConnectTimeout,
+		ServerLoginRetry:     c.Pool.ServerLoginRetry,
 		QueryWaitTimeout:     c.Pool.QueryWaitTimeout,
 		ScaleUpWait:          c.Pool.ScaleUpWait,
 		ServerIdleTimeout:    c.Pool.ServerIdleTimeout,

@@ -140,7 +140,8 @@ func TestPoolFor(t *testing.T) {
 	cfg := mustParse(t, sample)
 	base := PoolConfig{
 		Host: "127.0.0.1", Port: 5432, Mode: "session", SharedServers: 2, MaxSharedServers: 10,
-		ServerConnectTimeout: 2 * time.Second, ScaleUpWait: 5 * time.Millisecond, ServerIdleTimeout: 600 * time.Second,
+		ServerConnectTimeout: 2 * time.Second, ServerLoginRetry: time.Second, ScaleUpWait: 5 * time.Millisecond,
+		ServerIdleTimeout: 600 * time.Second,
 	}
 	with := func(f func(*PoolConfig)) PoolConfig {
 		p := base
@@ -291,6 +292,7 @@ func TestErrors(t *testing.T) {
 		{`pool.server_reset_query = 1`, `config: pool.server_reset_query: must be a string`},
 		{`pool.server_connect_timeout = "0s"`, `config: pool.server_connect_timeout: 0s is not positive`},
 		{`pool.query_wait_timeout = "2 minutes"`, `config: pool.query_wait_timeout: "2 minutes" is not a duration`},
+		{`pool.server_login_retry = "-1s"`, `config: pool.server_login_retry: -1s is negative`},
 		{`pool.query_wait_timeout = "-5s"`, `config: pool.query_wait_timeout: -5s is negative`},
 		{`pool.scale_up_wait = "-1ms"`, `config: pool.scale_up_wait: -1ms is negative`},
 		{`pool.server_idle_timeout = "-1s"`, `config: pool.server_idle_timeout: -1s is negative`},

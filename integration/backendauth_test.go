@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -88,11 +89,21 @@ func TestNoticesReachClient(t *testing.T) {
 }
 
 // TestBackendUnreachable: a pool whose PostgreSQL cannot be reached fails
-// the login with a clear error instead of hanging.
+// the login with a clear error instead of hanging. For server_login_retry
+// after a failed attempt, logins fail at once with that error and no new
+// attempt is made; then pgmts tries again.
 func TestBackendUnreachable(t *testing.T) {
 	p := startPgmts(t, func(c *config.Config) {
 		c.Databases["nowhere"] = config.Database{Host: "127.0.0.1", Port: freePort(t), DBName: "bench"}
+		c.Pool.ServerLoginRetry = 2 * time.Second
 	})
+	failures := func() int64 {
+		var n int64
+		for _, pool := range p.pools.Snapshot().Pools {
+			n += pool.LoginFailures
+		}
+		return n
+	}
 	start := time.Now()
 	_, err := pgx.Connect(ctx10(t), p.dsn(benchUser, benchPass, "nowhere"))
 	if sqlState(err) != "08006" || !strings.Contains(err.Error(), "could not connect") {
@@ -100,6 +111,24 @@ func TestBackendUnreachable(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("took %v", d)
+	}
+	var pe *pgconn.PgError
+	for range 5 {
+		_, err = pgx.Connect(ctx10(t), p.dsn(benchUser, benchPass, "nowhere"))
+		if !errors.As(err, &pe) || pe.Code != "08006" || !strings.Contains(pe.Message, "could not connect") ||
+			!strings.Contains(pe.Detail, "tries again once server_login_retry (2s) has passed") {
+			t.Fatalf("login within server_login_retry: %v (detail %q)", err, pe.Detail)
+		}
+	}
+	if n := failures(); n != 1 {
+		t.Fatalf("%d backend logins failed, want 1: logins within server_login_retry must not try again", n)
+	}
+	time.Sleep(time.Until(start.Add(2100 * time.Millisecond)))
+	if _, err = pgx.Connect(ctx10(t), p.dsn(benchUser, benchPass, "nowhere")); sqlState(err) != "08006" {
+		t.Fatalf("login after server_login_retry: %v", err)
+	}
+	if n := failures(); n != 2 {
+		t.Fatalf("%d backend logins failed after server_login_retry, want 2", n)
 	}
 }
 

@@ -217,6 +217,19 @@ func (c *Cluster) Restart() error {
 	return nil
 }
 
+// Outage stops the server in fast mode, leaves it down for d, and starts
+// it again, keeping port and data.
+func (c *Cluster) Outage(d time.Duration) error {
+	if err := c.run(c.pgCtl, "-D", c.Dir, "-m", "fast", "-w", "-t", "60", "stop"); err != nil {
+		return fmt.Errorf("%w\nserver log tail:\n%s", err, c.logTail())
+	}
+	time.Sleep(d)
+	if err := c.run(c.pgCtl, "-D", c.Dir, "-l", c.logFile, "-w", "-t", "60", "start"); err != nil {
+		return fmt.Errorf("%w\nserver log tail:\n%s", err, c.logTail())
+	}
+	return nil
+}
+
 // DSN returns a keyword/value connection string for TCP on 127.0.0.1.
 func (c *Cluster) DSN(user, password, database string) string {
 	return fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=%s sslmode=disable",

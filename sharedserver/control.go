@@ -71,6 +71,20 @@ func (p *Pool) unreserve() {
 // server at all starts one at once.
 func (p *Pool) grow() {
 	p.mu.Lock()
+	if !p.closed && !p.paused && p.backingOff() {
+		// No server will be opened for a while: requests that have none
+		// to wait for hear why now.
+		var waiting []*queue.Client
+		if len(p.servers)+p.starting == 0 {
+			waiting = p.q.Requests.Drain()
+		}
+		werr := p.loginFailedError()
+		p.mu.Unlock()
+		for _, c := range waiting {
+			c.Fail(werr)
+		}
+		return
+	}
 	defer p.mu.Unlock()
 	if p.closed || p.paused || len(p.servers)+p.starting >= p.conf().MaxSharedServers {
 		return

@@ -12,6 +12,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,6 +136,9 @@ func (p *Pools) sweep() {
 		p.auth.prune(time.Now())
 		for _, pool := range p.all() {
 			pool.retireIdle()
+			pool.mu.Lock()
+			pool.keepMinimum()
+			pool.mu.Unlock()
 			pool.grow()
 			max := pool.conf().QueryWaitTimeout
 			if max <= 0 {
@@ -231,12 +235,20 @@ type Pool struct {
 	// (stats.go).
 	started, terminated int64
 	highWater           int
-	retired             Totals
-	hist                *histograms
+	// loginErr is the last backend login's error, if it failed, and
+	// loginFailed when: the pool then opens no server for
+	// server_login_retry (backingOff). failingSince is the first failure
+	// of the current run; loginFailures counts every failed login.
+	loginErr      *wire.Error
+	loginFailed   time.Time
+	failingSince  time.Time
+	loginFailures int64
+	retired       Totals
+	hist          *histograms
 }
 
 func (p *Pool) keepMinimum() {
-	for !p.closed && !p.paused && len(p.servers)+p.starting < p.conf().SharedServers && p.reserve() {
+	for !p.closed && !p.paused && !p.backingOff() && len(p.servers)+p.starting < p.conf().SharedServers && p.reserve() {
 		if !p.startLocked() {
 			return
 		}
@@ -263,11 +275,17 @@ func (p *Pool) startLocked() bool {
 		p.preparing = nil
 		if err != nil {
 			p.unreserve()
+			werr := asWireError(err)
+			p.loginFailures++
+			if p.loginErr == nil {
+				p.failingSince = time.Now()
+			}
+			p.loginErr, p.loginFailed = werr, time.Now()
 			alone := len(p.servers) == 0 && p.starting == 0
 			p.mu.Unlock()
 			pc := p.conf()
-			p.log.Error("could not open a backend connection", "host", pc.Host, "port", pc.Port, "dbname", pc.DBName, "user", pc.BackendUser, "err", err)
-			werr := asWireError(err)
+			p.log.Error("could not open a backend connection; the pool opens none until server_login_retry has passed",
+				"host", pc.Host, "port", pc.Port, "dbname", pc.DBName, "user", pc.BackendUser, "err", err, "server_login_retry", pc.ServerLoginRetry)
 			for _, w := range waiters {
 				w(nil, werr)
 			}
@@ -279,6 +297,11 @@ func (p *Pool) startLocked() bool {
 				}
 			}
 			return
+		}
+		if p.loginErr != nil {
+			p.loginErr = nil
+			failingFor := time.Since(p.failingSince).Round(time.Millisecond)
+			defer p.log.Info("backend logins work again", "failing_for", failingFor)
 		}
 		if p.closed || p.paused {
 			p.unreserve()
@@ -309,6 +332,24 @@ func (p *Pool) startLocked() bool {
 		}
 	}()
 	return true
+}
+
+// backingOff reports whether the last backend login failed less than
+// server_login_retry ago: the pool opens no server meanwhile, so that a
+// PostgreSQL that is down, or refuses the login, sees one attempt per
+// period rather than one per client request (p.mu held).
+func (p *Pool) backingOff() bool {
+	return p.loginErr != nil && time.Since(p.loginFailed) < p.conf().ServerLoginRetry
+}
+
+// loginFailedError is what a request no server will take hears while the
+// pool backs off: the failed login's error, and when pgmts tries again
+// (p.mu held).
+func (p *Pool) loginFailedError() *wire.Error {
+	e := *p.loginErr
+	e.Detail = strings.TrimSpace(e.Detail + fmt.Sprintf(" pgmts's last login to the server failed %s ago; it tries again once server_login_retry (%s) has passed.",
+		time.Since(p.loginFailed).Round(time.Millisecond), p.conf().ServerLoginRetry))
+	return &e
 }
 
 // remove forgets a dead server and replaces it if the pool needs one.
@@ -388,6 +429,15 @@ func (p *Pool) Prepare(done func(map[string]string, error)) {
 		return
 	}
 	p.preparing = append(p.preparing, done)
+	if p.starting == 0 && !p.closed && p.backingOff() {
+		waiters, werr := p.preparing, p.loginFailedError()
+		p.preparing = nil
+		p.mu.Unlock()
+		for _, w := range waiters {
+			w(nil, werr)
+		}
+		return
+	}
 	if p.starting == 0 && !p.closed {
 		p.reserveAnyway()
 		if !p.startLocked() {

@@ -150,6 +150,7 @@ type PoolSnapshot struct {
 	Starting       int   // backends logging in
 	Started        int64 // backends ever opened
 	Terminated     int64 // backends ever closed
+	LoginFailures  int64 // backend logins that failed
 	HighWater      int   // most backends open at once
 	Totals         Totals
 }
@@ -187,6 +188,7 @@ func (p *Pool) snapshot() PoolSnapshot {
 		servers = append(servers, s)
 	}
 	ps.Starting, ps.Started, ps.Terminated, ps.HighWater = p.starting, p.started, p.terminated, p.highWater
+	ps.LoginFailures = p.loginFailures
 	ps.Totals = p.retired
 	p.mu.Unlock()
 	now := queue.Nanotime()
