@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -539,5 +540,52 @@ func TestStatementModeRefusesAfterPipeline(t *testing.T) {
 	}
 	if pinned := pinnedCircuits(t, p); len(pinned) != 0 {
 		t.Fatalf("pinned circuits in statement mode: %q", pinned)
+	}
+}
+
+// TestStatementModeRefusedListenHearsNothing: a query pipelined behind a
+// refused LISTEN runs on the backend that listens until it closes; a
+// notification that comes meanwhile (here the query's own) is not passed
+// on, since the client was told its LISTEN failed.
+func TestStatementModeRefusedListenHearsNothing(t *testing.T) {
+	p := startPgmts(t, withConsole("statement", 2))
+	cfg, err := pgx.ParseConfig(p.dsn(benchUser, benchPass, "bench"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var heard atomic.Int32
+	cfg.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) { heard.Add(1) }
+	c, err := pgx.ConnectConfig(ctx10(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	pl := sendPipeline(t, c, "LISTEN refused_chan", "SELECT pg_notify('refused_chan', 'x')::text")
+	var got []string
+	for syncs := 0; syncs < 2; {
+		res, err := pl.GetResults()
+		if err != nil {
+			got = append(got, sqlState(err))
+			continue
+		}
+		switch r := res.(type) {
+		case *pgconn.ResultReader:
+			if rr := r.Read(); rr.Err != nil {
+				got = append(got, sqlState(rr.Err))
+			} else {
+				got = append(got, "rows")
+			}
+		case *pgconn.PipelineSync:
+			syncs++
+			got = append(got, "sync")
+		}
+	}
+	_ = pl.Close()
+	if strings.Join(got, ",") != "0A000,sync,rows,sync" {
+		t.Fatalf("pipelined replies %v, want [0A000 sync rows sync]", got)
+	}
+	queryString(t, c, "SELECT 'after'")
+	if n := heard.Load(); n != 0 {
+		t.Fatalf("the client of a refused LISTEN heard %d notifications", n)
 	}
 }

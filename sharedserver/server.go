@@ -91,6 +91,10 @@ type Server struct {
 	// owner's ReadyForQuery (idle, wire.ReadyIdle) waits while the backend
 	// is asked whether its last command left some.
 	refusing, readyHeld bool
+	// refused: a command's state was refused here, and the backend closes
+	// once its client lets it go. Until then a notification it gets (a
+	// LISTEN refused, queries pipelined behind it) is not passed on.
+	refused bool
 	// statements are the named prepared statements on this backend:
 	// name → the Parse message that made it (see statements.go).
 	statements map[string]string
@@ -636,6 +640,10 @@ func (s *Server) handle(typ byte, msg []byte) {
 			s.releaseReady()
 		}
 		return
+	case 'A':
+		if s.refused {
+			return // the client was told its LISTEN failed
+		}
 	case 'S':
 		name, value, ok := wire.ParameterStatus(msg[5:])
 		if !ok || owner == nil {

@@ -95,7 +95,7 @@ func (s *Server) keep(owner *queue.Client, p circuits.Pins, tag []byte) {
 func (s *Server) refuse(owner *queue.Client, what string) {
 	s.emit(statementStateError(what).Encode(nil))
 	s.stats.refused()
-	s.recheck, s.refetch = false, false
+	s.recheck, s.refetch, s.refused = false, false, true
 	s.quitting.Store(true)
 	s.log.Info("refused session state in statement pooling mode; the server connection that holds it will be closed",
 		"client", owner.ID, "state", what)
