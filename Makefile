@@ -55,7 +55,7 @@ bench: build
 	$(GO) build -o bin/pgmtsbench ./bench
 	bin/pgmtsbench $(BENCHFLAGS)
 
-# Under a minute: does the harness still work? Never fails on timings.
+# About a minute: does the harness still work? Never fails on timings.
 bench-smoke: build
 	$(GO) build -o bin/pgmtsbench ./bench
 	bin/pgmtsbench -smoke

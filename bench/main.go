@@ -47,6 +47,7 @@ type options struct {
 	pacedRate    int
 	idleClients  int
 	bigRows      int
+	instrTxns    int
 	cpuprofile   string
 	tls          bool
 	smoke        bool
@@ -88,7 +89,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.backends, "backends", 20, "transaction pool size of both poolers")
 	clients := fs.String("clients", "1,10,50,200,1000", "select-only client counts")
 	protocols := fs.String("protocols", "simple,extended", "select-only pgbench -M protocols")
-	scenarios := fs.String("scenarios", "select,tpcb,session,storm,paced,big,idle", "scenarios to run")
+	scenarios := fs.String("scenarios", "select,tpcb,session,storm,paced,big,idle", "scenarios to run; also instructions (not by default: it needs valgrind and takes about a minute per protocol)")
 	targets := fs.String("targets", "direct,pgmts,pgbouncer", "targets to measure")
 	fs.IntVar(&o.tpcbClients, "tpcb-clients", 50, "clients of the TPC-B-like scenario")
 	fs.IntVar(&o.sessClients, "session-clients", 50, "clients of the session-mode scenario (one backend each)")
@@ -97,9 +98,10 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.pacedRate, "paced-rate", 200, "transactions per second of the paced scenario (pgbench -R), a light load where the pooler often waits")
 	fs.IntVar(&o.idleClients, "idle-clients", 10000, "idle authenticated clients to open")
 	fs.IntVar(&o.bigRows, "big-rows", 1000000, "rows of 1,000 bytes in the large result (1,000,000: 1 GB)")
+	fs.IntVar(&o.instrTxns, "instr-txns", 1000, "instructions scenario: transactions of the shorter of its two runs per pooler (the longer runs three times as many)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "fetch a pgmts CPU profile during the first repetition of this point (e.g. select/simple/50)")
 	fs.BoolVar(&o.tls, "tls", false, "clients reach both poolers over TLS (sslmode=require); direct stays plaintext")
-	fs.BoolVar(&o.smoke, "smoke", false, "check the harness in under a minute: tiny runs, results in a temp dir removed afterwards; fails on errors, never on timings")
+	fs.BoolVar(&o.smoke, "smoke", false, "check the harness in about a minute: tiny runs, results in a temp dir removed afterwards; fails on errors, never on timings")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -111,7 +113,7 @@ func parseFlags(args []string) (*options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		preset := map[string]string{"scale": "1", "T": "2", "reps": "1", "idle-reps": "1", "clients": "10",
-			"scenarios": "select,session,storm,paced,big,idle", "session-clients": "10", "idle-clients": "50",
+			"scenarios": "select,session,storm,paced,big,idle,instructions", "session-clients": "10", "idle-clients": "50", "instr-txns": "50",
 			"big-rows": "2000", "cpuprofile": "select/extended/10"}
 		for name, v := range preset {
 			if !set[name] {
@@ -134,7 +136,7 @@ func parseFlags(args []string) (*options, error) {
 		}
 	}
 	for _, sc := range o.scenarios {
-		if !oneOf(sc, scSelect, scTPCB, scSession, scStorm, scPaced, scBig, scIdle) {
+		if !oneOf(sc, scSelect, scTPCB, scSession, scStorm, scPaced, scBig, scIdle, scInstr) {
 			return nil, fmt.Errorf("-scenarios: unknown scenario %q", sc)
 		}
 	}
@@ -143,8 +145,8 @@ func parseFlags(args []string) (*options, error) {
 			return nil, fmt.Errorf("-targets: unknown target %q", t)
 		}
 	}
-	if o.seconds < 1 || o.reps < 1 || o.idleReps < 1 || o.backends < 1 {
-		return nil, errors.New("-T, -reps, -idle-reps and -backends must be at least 1")
+	if o.seconds < 1 || o.reps < 1 || o.idleReps < 1 || o.backends < 1 || o.instrTxns < 1 {
+		return nil, errors.New("-T, -reps, -idle-reps, -backends and -instr-txns must be at least 1")
 	}
 	return o, nil
 }
@@ -172,20 +174,24 @@ func oneOf(s string, set ...string) bool {
 
 // bench is one run of the harness.
 type bench struct {
-	o        *options
-	pg       *postgres
-	pgbench  string
-	work     string // temp dir: configs, pooler logs, pgbench logs
-	out      string
-	pgmts    *process
-	bouncer  *process
-	sslmode  string
-	csv      *csvLog
-	runs     []run
-	total    int // runs planned, for progress
-	done     int
-	started  time.Time
-	problems []string // errors met, for -smoke's verdict
+	o       *options
+	pg      *postgres
+	pgbench string
+	work    string // temp dir: configs, pooler logs, pgbench logs
+	out     string
+	pgmts   *process
+	bouncer *process
+	// poolers is the settings both poolers started with, pgbouncerBin
+	// PgBouncer's path: the instructions scenario starts copies.
+	poolers      poolerSettings
+	pgbouncerBin string
+	sslmode      string
+	csv          *csvLog
+	runs         []run
+	total        int // runs planned, for progress
+	done         int
+	started      time.Time
+	problems     []string // errors met, for -smoke's verdict
 }
 
 func runBench(ctx context.Context, o *options) (err error) {
@@ -256,7 +262,7 @@ func runBench(ctx context.Context, o *options) (err error) {
 	profiled := o.cpuprofile == ""
 	for _, s := range plan {
 		b.total += s.runs
-		profiled = profiled || s.label() == o.cpuprofile && s.Scenario != scBig && s.Scenario != scIdle
+		profiled = profiled || s.label() == o.cpuprofile && s.Scenario != scBig && s.Scenario != scIdle && s.Scenario != scInstr
 	}
 	if !profiled || o.cpuprofile != "" && b.pgmts == nil {
 		return fmt.Errorf("-cpuprofile %s: no pgbench run of pgmts has that label (e.g. select/simple/50, tpcb/50, storm/10)", o.cpuprofile)
@@ -315,6 +321,7 @@ func (b *bench) startPoolers() error {
 		b.sslmode = "require"
 		progress("clients reach both poolers over TLS (sslmode=require); direct stays plaintext")
 	}
+	b.poolers = s
 	var err error
 	if want(b.o.targets, pgmtsT) {
 		if b.pgmts, err = startPgmts(b.o.pgmtsBin, b.work, s, b.o.cpuprofile != ""); err != nil {
@@ -335,6 +342,7 @@ func (b *bench) startPoolers() error {
 			b.o.targets = without(b.o.targets, pgbouncer)
 			return nil
 		}
+		b.pgbouncerBin = bin
 		if b.bouncer, err = startPgbouncer(bin, b.work, s); err != nil {
 			return err
 		}
@@ -377,7 +385,7 @@ func (b *bench) plan() []step {
 			return b.pgbenchPoint(ctx, p, targets)
 		}})
 	}
-	for _, sc := range []string{scSelect, scTPCB, scSession, scStorm, scPaced, scBig, scIdle} {
+	for _, sc := range []string{scSelect, scTPCB, scSession, scStorm, scPaced, scBig, scIdle, scInstr} {
 		if !want(o.scenarios, sc) {
 			continue
 		}
@@ -403,6 +411,12 @@ func (b *bench) plan() []step {
 			p := point{Scenario: scIdle, Clients: o.idleClients}
 			pooled := without(o.targets, direct)
 			plan = append(plan, step{point: p, runs: o.idleReps * len(pooled), do: func(ctx context.Context) error { return b.idlePoint(ctx, p, pooled) }})
+		case scInstr:
+			pooled := without(o.targets, direct)
+			for _, proto := range o.protocols {
+				p := point{Scenario: scInstr, Protocol: proto, Clients: 1}
+				plan = append(plan, step{point: p, runs: len(pooled), do: func(ctx context.Context) error { return b.instructionsPoint(ctx, p, pooled) }})
+			}
 		}
 	}
 	return plan
@@ -690,6 +704,8 @@ func (b *bench) record(r run) {
 	switch r.Scenario {
 	case scIdle:
 		fig = fmt.Sprintf("%d connected, %.3f KiB per client", r.Connected, r.RSSPerClientKiB)
+	case scInstr:
+		fig = fmt.Sprintf("%s user-space instructions per transaction", num(r.InstrPerTxn, 0))
 	case scBig:
 		fig = fmt.Sprintf("%.1f MB/s", r.MBps)
 		if r.Target != direct {

@@ -40,3 +40,13 @@ func TestParseStatusKiB(t *testing.T) {
 		t.Fatalf("peak RSS of self = %d", peak)
 	}
 }
+
+func TestCollected(t *testing.T) {
+	log := "==4214== \n==4214== Events    : Ir\n==4214== Collected : 55983047\n==4214== \n==4214== I   refs:      55,983,047\n"
+	if n, err := collected(log); err != nil || n != 55983047 {
+		t.Fatalf("collected = %d, %v; want 55983047", n, err)
+	}
+	if _, err := collected("==1== Callgrind: threads.c:247 (vgCallgrind_post_signal): Assertion failed.\n"); err == nil {
+		t.Fatal("a log with no total: want an error")
+	}
+}

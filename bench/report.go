@@ -26,6 +26,7 @@ const (
 	scPaced   = "paced"
 	scBig     = "big"
 	scIdle    = "idle"
+	scInstr   = "instructions"
 )
 
 // point is one measured configuration; each target runs it once per
@@ -38,7 +39,7 @@ type point struct {
 
 // label names the point in progress lines, the CSV and -cpuprofile.
 func (p point) label() string {
-	if p.Scenario == scSelect {
+	if p.Scenario == scSelect || p.Scenario == scInstr {
 		return fmt.Sprintf("%s/%s/%d", p.Scenario, p.Protocol, p.Clients)
 	}
 	return fmt.Sprintf("%s/%d", p.Scenario, p.Clients)
@@ -70,12 +71,16 @@ type run struct {
 	// big result
 	MBps         float64
 	RSSGrowthKiB int64
+
+	// instructions: the pooler's user-space instructions per transaction
+	InstrPerTxn float64
 }
 
 var csvHeader = []string{"scenario", "protocol", "clients", "target", "rep",
 	"tps", "connect_ms", "transactions", "avg_latency_ms", "p99_latency_ms", "failed", "aborted_clients",
 	"pooler_cpu_us_per_txn", "pooler_peak_rss_kib",
-	"idle_connected", "idle_rss_per_client_kib", "big_mb_per_s", "big_rss_growth_kib", "error"}
+	"idle_connected", "idle_rss_per_client_kib", "big_mb_per_s", "big_rss_growth_kib",
+	"user_instructions_per_txn", "error"}
 
 func (r run) csvFields() []string {
 	f := func(v float64, prec int) string {
@@ -90,7 +95,7 @@ func (r run) csvFields() []string {
 		}
 		return strconv.FormatInt(v, 10)
 	}
-	pgbench := r.Scenario != scIdle && r.Scenario != scBig
+	pgbench := r.Scenario != scIdle && r.Scenario != scBig && r.Scenario != scInstr
 	counts := func(v int64) string { // zero failures is a figure, not a blank
 		if pgbench && r.Err == "" {
 			return strconv.FormatInt(v, 10)
@@ -100,7 +105,7 @@ func (r run) csvFields() []string {
 	return []string{r.Scenario, r.Protocol, strconv.Itoa(r.Clients), r.Target, strconv.Itoa(r.Rep),
 		f(r.TPS, 1), f(r.ConnectMs, 1), i(r.Txns), f(r.AvgMs, 3), f(r.P99Ms, 3), counts(r.Failed), counts(int64(r.Aborted)),
 		f(r.CPUPerTxn, 2), i(r.PeakRSS),
-		i(int64(r.Connected)), f(r.RSSPerClientKiB, 3), f(r.MBps, 1), i(r.RSSGrowthKiB), r.Err}
+		i(int64(r.Connected)), f(r.RSSPerClientKiB, 3), f(r.MBps, 1), i(r.RSSGrowthKiB), f(r.InstrPerTxn, 0), r.Err}
 }
 
 // csvLog writes runs as they finish, so an interrupted run keeps its rows.
@@ -212,6 +217,7 @@ func fIdle(r run) float64        { return r.RSSPerClientKiB }
 func fConn(r run) float64        { return float64(r.Connected) }
 func fMBps(r run) float64        { return r.MBps }
 func fGrowth(r run) float64      { return float64(r.RSSGrowthKiB) }
+func fInstr(r run) float64       { return r.InstrPerTxn }
 func ratio(a, b float64) float64 { return a / b }
 
 // num formats a figure, "—" when it is missing.
@@ -258,7 +264,7 @@ func writeMarkdown(w io.Writer, s *summary, m machine, chart string) error {
 
 	var pgb []point
 	for _, p := range s.points {
-		if p.Scenario != scIdle && p.Scenario != scBig {
+		if p.Scenario != scIdle && p.Scenario != scBig && p.Scenario != scInstr {
 			pgb = append(pgb, p)
 		}
 	}
@@ -320,6 +326,7 @@ func writeMarkdown(w io.Writer, s *summary, m machine, chart string) error {
 			b.WriteString("\n")
 		}
 	}
+	writeInstructions(&b, s)
 	writeTargets(&b, s)
 	if chart != "" {
 		fmt.Fprintf(&b, "## Select-only tps by clients\n\n![select-only tps by clients](%s)\n\n", chart)
@@ -330,6 +337,34 @@ func writeMarkdown(w io.Writer, s *summary, m machine, chart string) error {
 	fmt.Fprintf(&b, "- command: `%s`\n", m.Command)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeInstructions is the table of the instructions scenario, if run.
+func writeInstructions(b *strings.Builder, s *summary) {
+	var rows []point
+	for _, p := range s.points {
+		if p.Scenario == scInstr {
+			rows = append(rows, p)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("## User-space instructions per transaction\n\n")
+	b.WriteString("One client, select-only; valgrind's callgrind counts every instruction the pooler runs in user space (the kernel's work is not counted). The count is the same run after run, whatever else the machine does, so it shows a change to the per-transaction path that timings on a noisy machine cannot.\n\n")
+	b.WriteString("| protocol | pgmts | PgBouncer | pgmts/PgBouncer | errors |\n|---|---|---|---|---|\n")
+	for _, p := range rows {
+		g, x := s.get(p, pgmtsT), s.get(p, pgbouncer)
+		errs := ""
+		for _, c := range []*cell{g, x} {
+			if c != nil && firstErr(c) != "" {
+				errs = firstErr(c)
+			}
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", protocolOf(p),
+			num(g.med(fInstr), 0), num(x.med(fInstr), 0), num(ratio(g.med(fInstr), x.med(fInstr)), 2), errs)
+	}
+	b.WriteString("\n")
 }
 
 func protocolOf(p point) string {

@@ -123,6 +123,29 @@ type poolerSettings struct {
 	sessionPool int // session pool size: one backend per client
 	maxClients  int
 	tls         *tlsFiles // nil: plaintext clients
+	// under, when set, runs the pooler under this command (valgrind and
+	// its options, for the instructions scenario), with env added.
+	under []string
+	env   []string
+}
+
+// wait is how long a pooler may take to start listening, or to exit
+// once signalled: valgrind makes both slower.
+func (s poolerSettings) wait() time.Duration {
+	if len(s.under) > 0 {
+		return 2 * time.Minute
+	}
+	return 15 * time.Second
+}
+
+// command is bin with args, under s.under if set.
+func (s poolerSettings) command(bin string, args ...string) *exec.Cmd {
+	if len(s.under) == 0 {
+		return exec.Command(bin, args...)
+	}
+	cmd := exec.Command(s.under[0], append(append(s.under[1:], bin), args...)...)
+	cmd.Env = append(os.Environ(), s.env...)
+	return cmd
 }
 
 // process is a pooler running as a child process.
@@ -130,8 +153,9 @@ type process struct {
 	name    string
 	cmd     *exec.Cmd
 	port    int
-	metrics string // pgmts's metrics_listen (and /debug/pprof)
-	log     string // its stderr
+	metrics string        // pgmts's metrics_listen (and /debug/pprof)
+	log     string        // its stderr
+	wait    time.Duration // to start listening, or to exit once signalled
 	done    chan struct{}
 	err     error
 	start   func() (*process, error) // starts a fresh one with the same settings
@@ -140,7 +164,7 @@ type process struct {
 func (p *process) pid() int { return p.cmd.Process.Pid }
 
 // launch starts cmd, its output to logPath, and waits until port accepts.
-func launch(name string, cmd *exec.Cmd, port int, logPath string) (*process, error) {
+func launch(name string, cmd *exec.Cmd, port int, logPath string, wait time.Duration) (*process, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -160,12 +184,12 @@ func launch(name string, cmd *exec.Cmd, port int, logPath string) (*process, err
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %v", name, err)
 	}
-	p := &process{name: name, cmd: cmd, port: port, log: logPath, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, port: port, log: logPath, wait: wait, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(wait)
 	for {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
 		if err == nil {
@@ -194,7 +218,7 @@ func (p *process) stop() {
 	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
-	case <-time.After(15 * time.Second):
+	case <-time.After(p.wait):
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
@@ -224,7 +248,7 @@ func startPgmts(bin, dir string, s poolerSettings, pprof bool) (*process, error)
 	if err := os.WriteFile(path, []byte(pgmtsConfig(s, port, metricsPort, pprof)), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := launch("pgmts", exec.Command(bin, "-c", path), port, filepath.Join(dir, "pgmts.log"))
+	p, err := launch("pgmts", s.command(bin, "-c", path), port, filepath.Join(dir, "pgmts.log"), s.wait())
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +267,8 @@ log_level = "warn"
 auth_type = "scram-sha-256"
 max_client_conn = %d
 server_tls_mode = "disable"
-`, port, metricsPort, pprof, s.maxClients)
+admin_users = [%q]
+`, port, metricsPort, pprof, s.maxClients, s.pg.user)
 	if s.tls != nil {
 		fmt.Fprintf(&b, "client_tls_mode = \"require\"\nclient_tls_cert_file = %q\nclient_tls_key_file = %q\n", s.tls.cert, s.tls.key)
 	}
@@ -299,7 +324,7 @@ func startPgbouncer(bin, dir string, s poolerSettings) (*process, error) {
 	if err := os.WriteFile(ini, []byte(pgbouncerConfig(s, port, users)), 0o644); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, ini)
+	cmd := s.command(bin, ini)
 	cmd.Dir = dir
 	cred, err := pgtest.Credential()
 	if err != nil {
@@ -308,7 +333,7 @@ func startPgbouncer(bin, dir string, s poolerSettings) (*process, error) {
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
-	p, err := launch("pgbouncer", cmd, port, filepath.Join(dir, "pgbouncer.log"))
+	p, err := launch("pgbouncer", cmd, port, filepath.Join(dir, "pgbouncer.log"), s.wait())
 	if err != nil {
 		return nil, err
 	}
