@@ -317,7 +317,7 @@ func (s *Server) next() {
 		return
 	}
 	for !s.dead {
-		s.idleSince.Store(queue.Nanotime())
+		s.idleSince.Store(s.loop.Now()) // the loop's reading: no clock read of its own
 		c := s.pool.q.Requests.Next(s)
 		if c == nil {
 			return // parked

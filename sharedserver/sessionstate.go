@@ -145,10 +145,18 @@ func (s *Server) pin(c *queue.Client, p circuits.Pins, tag []byte) {
 // words TEMP, TEMPORARY, pg_temp and HOLD (not after WITHOUT), and for
 // "advisory"; a false alarm costs one check query.
 func mentionsSessionState(sql []byte) bool {
-	// Every word looked for has four letters or more; the second letter
-	// is tested first, as most bytes start no such word.
-	for i := 0; i+4 <= len(sql); i++ {
-		switch sql[i] | 0x20 {
+	// Every word looked for has four letters or more. A table lookup
+	// skips the bytes that start none of them, and the second letter is
+	// tested next: the scan runs on every query in transaction and
+	// statement mode.
+	if len(sql) < 4 {
+		return false
+	}
+	for i, c := range sql[:len(sql)-3] {
+		if !startsStateWord[c] {
+			continue
+		}
+		switch c | 0x20 {
 		case 'h':
 			if sql[i+1]|0x20 == 'o' && wordAt(sql, i, "hold") && !afterWithout(sql[:i]) {
 				return true
@@ -166,6 +174,10 @@ func mentionsSessionState(sql []byte) bool {
 	}
 	return false
 }
+
+// startsStateWord marks the first letters of the words
+// mentionsSessionState looks for.
+var startsStateWord = [256]bool{'h': true, 'H': true, 't': true, 'T': true, 'a': true, 'A': true}
 
 // wordAt reports whether sql has the word (lower case, any case in sql)
 // at i, not as part of a longer identifier.
