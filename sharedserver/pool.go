@@ -301,7 +301,7 @@ func (p *Pool) startLocked() bool {
 		if p.loginErr != nil {
 			p.loginErr = nil
 			failingFor := time.Since(p.failingSince).Round(time.Millisecond)
-			defer p.log.Info("backend logins work again", "failing_for", failingFor)
+			defer p.log.Info("backend logins work again", "failing_for", failingFor) // once p.mu is released
 		}
 		if p.closed || p.paused {
 			p.unreserve()
