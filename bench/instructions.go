@@ -77,8 +77,7 @@ func (b *bench) countInstructions(ctx context.Context, valgrind, target, protoco
 	if err != nil {
 		return 0, err
 	}
-	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=%s sslmode=%s",
-		proc.port, dsnQuote(b.pg.user), dsnQuote(b.pg.password), dsnQuote(txnDB), b.sslmode)
+	dsn := b.dsnAt("127.0.0.1", proc.port, txnDB, b.sslmode)
 	var runErr error
 	for _, t := range []int{200, txns} { // the warm-up, then the measured run
 		if runErr = b.pgbenchCount(ctx, dsn, protocol, t); runErr != nil {
@@ -102,8 +101,7 @@ func (b *bench) countInstructions(ctx context.Context, valgrind, target, protoco
 // shutdown stops pgmts through its admin console and waits for it to
 // exit (see countInstructions); proc.stop is the fallback.
 func (b *bench) shutdown(ctx context.Context, proc *process) {
-	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=pgmts sslmode=%s",
-		proc.port, dsnQuote(b.pg.user), dsnQuote(b.pg.password), b.sslmode)
+	dsn := b.dsnAt("127.0.0.1", proc.port, "pgmts", b.sslmode)
 	cctx, cancel := context.WithTimeout(ctx, proc.wait)
 	defer cancel()
 	c, err := pgconn.Connect(cctx, dsn)

@@ -466,8 +466,13 @@ func (b *bench) dsn(target string, p point) string {
 	if target == direct {
 		host = b.pg.host
 	}
+	return b.dsnAt(host, port, db, ssl)
+}
+
+// dsnAt is the bench user's connection string for host, port and db.
+func (b *bench) dsnAt(host string, port int, db, sslmode string) string {
 	return fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=%s sslmode=%s",
-		host, port, dsnQuote(b.pg.user), dsnQuote(b.pg.password), dsnQuote(db), ssl)
+		host, port, dsnQuote(b.pg.user), dsnQuote(b.pg.password), dsnQuote(db), sslmode)
 }
 
 func dsnQuote(s string) string {

@@ -97,13 +97,7 @@ func TestBackendUnreachable(t *testing.T) {
 		c.Databases["nowhere"] = config.Database{Host: "127.0.0.1", Port: freePort(t), DBName: "bench"}
 		c.Pool.ServerLoginRetry = 2 * time.Second
 	})
-	failures := func() int64 {
-		var n int64
-		for _, pool := range p.pools.Snapshot().Pools {
-			n += pool.LoginFailures
-		}
-		return n
-	}
+	failures := func() int64 { return p.poolSum(loginFailures) }
 	start := time.Now()
 	_, err := pgx.Connect(ctx10(t), p.dsn(benchUser, benchPass, "nowhere"))
 	if sqlState(err) != "08006" || !strings.Contains(err.Error(), "could not connect") {

@@ -277,6 +277,17 @@ func startPgmtsLog(t testing.TB, edit func(*config.Config), logs io.Writer) *pgm
 	return p
 }
 
+// poolSum adds up one figure over every pool's snapshot.
+func (p *pgmts) poolSum(figure func(sharedserver.PoolSnapshot) int64) int64 {
+	var n int64
+	for _, pool := range p.pools.Snapshot().Pools {
+		n += figure(pool)
+	}
+	return n
+}
+
+func loginFailures(s sharedserver.PoolSnapshot) int64 { return s.LoginFailures }
+
 func (p *pgmts) stop() {
 	p.group.Stop()
 	if p.console != nil {

@@ -92,10 +92,7 @@ func TestPostgresOutageUnderLoad(t *testing.T) {
 	recovered := time.Since(back)
 	stop.Store(true)
 	wg.Wait()
-	var failures int64
-	for _, pool := range p.pools.Snapshot().Pools {
-		failures += pool.LoginFailures
-	}
+	failures := p.poolSum(loginFailures)
 	t.Logf("PostgreSQL was down (stopping, stopped, starting) for %v; all clients ran again %v later; errors by SQLSTATE %v; %d failed backend logins",
 		down, recovered, errs, failures)
 	// One round of attempts (at most one per server) per server_login_retry.

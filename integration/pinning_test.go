@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/sharedserver"
 )
 
 // In transaction mode a client whose session gains state that lives in
@@ -491,10 +492,7 @@ func TestStatementModeRefusesSessionState(t *testing.T) {
 	if got := queryString(t, c, "SELECT 'still goes on'"); got != "still goes on" {
 		t.Fatal(got)
 	}
-	var refusals int64
-	for _, pool := range p.pools.Snapshot().Pools {
-		refusals += pool.Totals.Refusals
-	}
+	refusals := p.poolSum(func(s sharedserver.PoolSnapshot) int64 { return s.Totals.Refusals })
 	if refusals != 8 {
 		t.Fatalf("%d refusals counted, want 8", refusals)
 	}

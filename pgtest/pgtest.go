@@ -72,10 +72,10 @@ type Cluster struct {
 	Host      string // always "127.0.0.1"
 	SocketDir string
 
-	base    string // temp dir holding Dir and SocketDir; removed by Stop
-	pgCtl   string
-	logFile string
-	cred    *syscall.Credential // set when running as root: run tools as postgres
+	base     string // temp dir holding Dir and SocketDir; removed by Stop
+	pgCtlBin string
+	logFile  string
+	cred     *syscall.Credential // set when running as root: run tools as postgres
 
 	mu      sync.Mutex
 	stopped bool
@@ -133,7 +133,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 		Host:      "127.0.0.1",
 		SocketDir: filepath.Join(base, "sock"),
 		base:      base,
-		pgCtl:     pgCtl,
+		pgCtlBin:  pgCtl,
 		cred:      cred,
 	}
 	c.logFile = filepath.Join(c.Dir, "server.log")
@@ -161,8 +161,8 @@ func Start(opts Options) (_ *Cluster, err error) {
 	if err := c.writeConfig(opts); err != nil {
 		return nil, err
 	}
-	if err := c.run(pgCtl, "-D", c.Dir, "-l", c.logFile, "-w", "-t", "60", "start"); err != nil {
-		return nil, fmt.Errorf("%w\nserver log tail:\n%s", err, c.logTail())
+	if err := c.pgCtl("start"); err != nil {
+		return nil, err
 	}
 	if err := c.createObjects(opts); err != nil {
 		return nil, err
@@ -204,27 +204,31 @@ func (c *Cluster) Stop() error {
 	var stopErr error
 	// No pid file means the server never started (or already died).
 	if _, err := os.Stat(filepath.Join(c.Dir, "postmaster.pid")); err == nil {
-		stopErr = c.run(c.pgCtl, "-D", c.Dir, "-m", "immediate", "-w", "-t", "60", "stop")
+		stopErr = c.run(c.pgCtlBin, "-D", c.Dir, "-m", "immediate", "-w", "-t", "60", "stop")
 	}
 	return errors.Join(stopErr, os.RemoveAll(c.base))
 }
 
 // Restart restarts the server in fast mode, keeping port and data.
 func (c *Cluster) Restart() error {
-	if err := c.run(c.pgCtl, "-D", c.Dir, "-l", c.logFile, "-m", "fast", "-w", "-t", "60", "restart"); err != nil {
-		return fmt.Errorf("%w\nserver log tail:\n%s", err, c.logTail())
-	}
-	return nil
+	return c.pgCtl("-m", "fast", "restart")
 }
 
 // Outage stops the server in fast mode, leaves it down for d, and starts
 // it again, keeping port and data.
 func (c *Cluster) Outage(d time.Duration) error {
-	if err := c.run(c.pgCtl, "-D", c.Dir, "-m", "fast", "-w", "-t", "60", "stop"); err != nil {
-		return fmt.Errorf("%w\nserver log tail:\n%s", err, c.logTail())
+	if err := c.pgCtl("-m", "fast", "stop"); err != nil {
+		return err
 	}
 	time.Sleep(d)
-	if err := c.run(c.pgCtl, "-D", c.Dir, "-l", c.logFile, "-w", "-t", "60", "start"); err != nil {
+	return c.pgCtl("start")
+}
+
+// pgCtl runs pg_ctl on the cluster (waiting up to 60 s, logging to its log
+// file); an error carries the end of the server's log.
+func (c *Cluster) pgCtl(args ...string) error {
+	args = append([]string{"-D", c.Dir, "-l", c.logFile, "-w", "-t", "60"}, args...)
+	if err := c.run(c.pgCtlBin, args...); err != nil {
 		return fmt.Errorf("%w\nserver log tail:\n%s", err, c.logTail())
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgmts/pgmts/config"
 	"github.com/pgmts/pgmts/queue"
+	"github.com/pgmts/pgmts/wire"
 )
 
 // Growth, retirement and the operator's controls (PAUSE, RESUME,
@@ -75,10 +76,12 @@ func (p *Pool) grow() {
 		// No server will be opened for a while: requests that have none
 		// to wait for hear why now.
 		var waiting []*queue.Client
+		var werr *wire.Error
 		if len(p.servers)+p.starting == 0 {
-			waiting = p.q.Requests.Drain()
+			if waiting = p.q.Requests.Drain(); len(waiting) > 0 {
+				werr = p.loginFailedError()
+			}
 		}
-		werr := p.loginFailedError()
 		p.mu.Unlock()
 		for _, c := range waiting {
 			c.Fail(werr)

@@ -429,28 +429,29 @@ func (p *Pool) Prepare(done func(map[string]string, error)) {
 		return
 	}
 	p.preparing = append(p.preparing, done)
-	if p.starting == 0 && !p.closed && p.backingOff() {
-		waiters, werr := p.preparing, p.loginFailedError()
-		p.preparing = nil
-		p.mu.Unlock()
-		for _, w := range waiters {
-			w(nil, werr)
-		}
-		return
-	}
 	if p.starting == 0 && !p.closed {
+		if p.backingOff() {
+			p.failPreparing(p.loginFailedError())
+			return
+		}
 		p.reserveAnyway()
 		if !p.startLocked() {
-			waiters := p.preparing
-			p.preparing = nil
-			p.mu.Unlock()
-			for _, w := range waiters {
-				w(nil, wire.Fatal("57P03", "pgmts is shutting down"))
-			}
+			p.failPreparing(wire.Fatal("57P03", "pgmts is shutting down"))
 			return
 		}
 	}
 	p.mu.Unlock()
+}
+
+// failPreparing answers every login waiting for the pool's parameters
+// with err; it releases p.mu.
+func (p *Pool) failPreparing(err error) {
+	waiters := p.preparing
+	p.preparing = nil
+	p.mu.Unlock()
+	for _, w := range waiters {
+		w(nil, err)
+	}
 }
 
 // Cancel implements queue.Backend: it sends PostgreSQL a CancelRequest for
