@@ -1,7 +1,9 @@
 package sharedserver
 
 import (
+	"encoding/binary"
 	"maps"
+	"math/bits"
 	"slices"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -145,39 +147,71 @@ func (s *Server) pin(c *queue.Client, p circuits.Pins, tag []byte) {
 // words TEMP, TEMPORARY, pg_temp and HOLD (not after WITHOUT), and for
 // "advisory"; a false alarm costs one check query.
 func mentionsSessionState(sql []byte) bool {
-	// Every word looked for has four letters or more. A table lookup
-	// skips the bytes that start none of them, and the second letter is
-	// tested next: the scan runs on every query in transaction and
-	// statement mode.
-	if len(sql) < 4 {
+	// The scan runs on every query in transaction and statement mode, so
+	// it tests eight positions at a time for the first two letters of a
+	// word looked for (te, ho, ad, in any case): SQL is full of t, h and
+	// a, but these pairs are rare. Only a position that has one is looked
+	// at further.
+	if len(sql) < 9 {
+		for i := range sql {
+			if stateWordAt(sql, i) {
+				return true
+			}
+		}
 		return false
 	}
-	for i, c := range sql[:len(sql)-3] {
-		if !startsStateWord[c] {
-			continue
+	// The last block overlaps the one before it: no position is left to a
+	// loop of single bytes (the last byte starts no word).
+	for i := 0; ; i += 8 {
+		i = min(i, len(sql)-9)
+		x := binary.LittleEndian.Uint64(sql[i:]) | caseBits
+		y := binary.LittleEndian.Uint64(sql[i+1:]) | caseBits
+		// A byte of te is zero where x has t and y has e, and so on.
+		te := (x ^ 't'*lowBytes) | (y ^ 'e'*lowBytes)
+		ho := (x ^ 'h'*lowBytes) | (y ^ 'o'*lowBytes)
+		ad := (x ^ 'a'*lowBytes) | (y ^ 'd'*lowBytes)
+		// nonzero sets a byte's top bit unless the byte is zero (the
+		// other seven bits are set in all bytes).
+		m := ^(nonzero(te) & nonzero(ho) & nonzero(ad))
+		for ; m != 0; m &= m - 1 {
+			if stateWordAt(sql, i+bits.TrailingZeros64(m)/8) {
+				return true
+			}
 		}
-		switch c | 0x20 {
-		case 'h':
-			if sql[i+1]|0x20 == 'o' && wordAt(sql, i, "hold") && !afterWithout(sql[:i]) {
-				return true
-			}
-		case 't':
-			if sql[i+1]|0x20 == 'e' &&
-				(wordAt(sql, i, "temp") || wordAt(sql, i, "temporary") || i >= 3 && wordAt(sql, i-3, "pg_temp")) {
-				return true
-			}
-		case 'a':
-			if sql[i+1]|0x20 == 'd' && lowerIs(sql[i+2:], "visory") {
-				return true
-			}
+		if i == len(sql)-9 {
+			return false
 		}
+	}
+}
+
+const (
+	lowBytes = 0x0101010101010101 // times a byte: the byte in all eight
+	caseBits = 0x2020202020202020 // or'ed in: ASCII letters in lower case
+	low7Bits = 0x7f7f7f7f7f7f7f7f
+)
+
+// nonzero returns v with its low seven bits set in every byte and the top
+// bit set in each byte that is not zero. (The shorter test with a
+// subtraction is inexact above a zero byte, because of the borrow.)
+func nonzero(v uint64) uint64 { return (v&low7Bits + low7Bits) | v | low7Bits }
+
+// stateWordAt reports whether a word mentionsSessionState looks for
+// starts at sql[i].
+func stateWordAt(sql []byte, i int) bool {
+	if i+4 > len(sql) { // every word looked for has four letters or more
+		return false
+	}
+	switch sql[i] | 0x20 {
+	case 'h':
+		return sql[i+1]|0x20 == 'o' && wordAt(sql, i, "hold") && !afterWithout(sql[:i])
+	case 't':
+		return sql[i+1]|0x20 == 'e' &&
+			(wordAt(sql, i, "temp") || wordAt(sql, i, "temporary") || i >= 3 && wordAt(sql, i-3, "pg_temp"))
+	case 'a':
+		return sql[i+1]|0x20 == 'd' && lowerIs(sql[i+2:], "visory")
 	}
 	return false
 }
-
-// startsStateWord marks the first letters of the words
-// mentionsSessionState looks for.
-var startsStateWord = [256]bool{'h': true, 'H': true, 't': true, 'T': true, 'a': true, 'A': true}
 
 // wordAt reports whether sql has the word (lower case, any case in sql)
 // at i, not as part of a longer identifier.
