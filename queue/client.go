@@ -242,9 +242,17 @@ func (c *Client) Closed() bool {
 	return c.closed
 }
 
-// Begin is called by a server that dequeued the client: it takes ownership,
-// unless the client left while waiting (false).
-func (c *Client) Begin(server any) bool {
+// Begin is called by a goroutine that dequeued the client (the admin
+// console's workers, which wait on Wake): it takes ownership, unless the
+// client left while waiting (false).
+func (c *Client) Begin(server any) bool { return c.begin(server, true) }
+
+// BeginHosted is Begin for a shared server hosted on a loop, which is
+// poked, not woken. (Asking Begin's argument whether it is a Server cost
+// a type assertion per transaction.)
+func (c *Client) BeginHosted(server Server) bool { return c.begin(server, false) }
+
+func (c *Client) begin(server any, woken bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -253,7 +261,7 @@ func (c *Client) Begin(server any) bool {
 	}
 	c.state = stateServed
 	c.server = server
-	if _, hosted := server.(Server); !hosted && c.wake() == nil {
+	if woken && c.wake() == nil {
 		c.rareFields().wake = make(chan struct{}, 1)
 	}
 	return true

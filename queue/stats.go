@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+	_ "unsafe" // go:linkname
 
 	"github.com/pgmts/pgmts/circuits"
 )
@@ -49,13 +50,21 @@ func WaitZero(ctx context.Context, left func() int) int {
 	}
 }
 
-// epoch anchors Nanotime: time.Since of a monotonic time reads one clock,
-// where time.Now reads two.
-var epoch = time.Now()
+// epoch anchors Nanotime's readings to wall-clock time.
+var epoch, epochNano = time.Now(), nanotime()
+
+// nanotime is the runtime's monotonic clock, which the runtime keeps
+// reachable by linkname (go.dev/issue/67401). It is what time.Since reads,
+// without time.Since's test for a synctest bubble and its overflow checks:
+// about 35 instructions less per reading, and the hot path reads the clock
+// twice per loop wake-up.
+//
+//go:linkname nanotime runtime.nanotime
+func nanotime() int64
 
 // Nanotime is a cheap monotonic clock for the hot path's counters:
 // nanoseconds since the process started.
-func Nanotime() int64 { return int64(time.Since(epoch)) }
+func Nanotime() int64 { return nanotime() - epochNano }
 
 // NanotimeToTime converts a Nanotime reading to a wall-clock time.
 func NanotimeToTime(ns int64) time.Time { return epoch.Add(time.Duration(ns)) }

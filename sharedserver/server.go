@@ -341,7 +341,7 @@ func (s *Server) Serve(c *queue.Client) {
 
 // begin starts serving c; false when c left while it waited.
 func (s *Server) begin(c *queue.Client) bool {
-	if !c.Begin(s) {
+	if !c.BeginHosted(s) {
 		return false
 	}
 	s.idleSince.Store(0)
