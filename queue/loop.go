@@ -25,6 +25,9 @@ type Loop interface {
 	// Now is the loop's clock (a Nanotime reading), called on the loop:
 	// within a wake-up, the time it began, one reading for all its events.
 	Now() int64
+	// Responses is the loop's own response queue: its servers take
+	// their reply chunks from it (ResponseQueue.Chunk).
+	Responses() *ResponseQueue
 }
 
 // ErrLoopStopped is returned by Host when the dispatcher is stopping.

@@ -251,15 +251,15 @@ func TestGetPutBuffer(t *testing.T) {
 	}
 }
 
-// TestSendPooledOffLoop: a producer on no loop (or another one) queues
+// TestSendChunkOffLoop: a producer on no loop (or another one) queues
 // the pooled chunk for the dispatcher.
-func TestSendPooledOffLoop(t *testing.T) {
+func TestSendChunkOffLoop(t *testing.T) {
 	var wakes int
 	q := queue.NewResponseQueue(func() { wakes++ })
 	c := newClient(1, newPool(circuits.Transaction), q)
 	b := queue.GetBuffer()
 	*b = append(*b, "DataRow..."...)
-	q.SendPooled(c, b, nil)
+	q.SendChunk(c, b, nil)
 	if c.Backlog() != 10 || wakes != 1 {
 		t.Fatalf("Backlog %d wakes %d", c.Backlog(), wakes)
 	}
@@ -348,6 +348,7 @@ type sameLoop struct{}
 func (sameLoop) Run(fn func()) error               { fn(); return nil }
 func (sameLoop) Host(net.Conn, queue.Hosted) error { return nil }
 func (sameLoop) Now() int64                        { return queue.Nanotime() }
+func (sameLoop) Responses() *queue.ResponseQueue   { return nil }
 
 // onSameLoop makes a response queue attached to a sameLoop, whose
 // deliver records what it writes in written (and then calls also, if
@@ -393,6 +394,53 @@ func TestSendOnOwnLoop(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { q.Send(queue.Reply{Client: c, Data: data}, loop) }); n != 0 {
 		t.Errorf("Send on its own loop: %.0f allocations, want 0", n)
 	}
+}
+
+// TestSendChunkOnOwnLoop: a chunk written at once becomes the loop's
+// spare, which Chunk hands out next, empty; a second spare goes back to
+// the pool; a chunk that has to be queued is not kept.
+func TestSendChunkOnOwnLoop(t *testing.T) {
+	var wakes int
+	var written []string
+	q, c := onSameLoop(&wakes, &written, nil)
+	loop := sameLoop{}
+
+	first := q.Chunk()
+	*first = append(*first, "one"...)
+	q.SendChunk(c, first, loop)
+	if len(written) != 1 || written[0] != "one" || c.Backlog() != 0 {
+		t.Fatalf("written %q, backlog %d", written, c.Backlog())
+	}
+	if again := q.Chunk(); again != first || len(*again) != 0 {
+		t.Fatalf("Chunk after a chunk written at once = %p (len %d), want the spare %p, empty", again, len(*again), first)
+	}
+	if other := q.Chunk(); other == first {
+		t.Fatal("Chunk handed out the spare twice")
+	}
+
+	second := queue.GetBuffer()
+	*second = append(*second, "two"...)
+	q.SendChunk(c, first, loop)
+	q.SendChunk(c, second, loop) // the spare is taken: second goes to the pool
+	if got := q.Chunk(); got != first {
+		t.Fatalf("spare = %p, want the first chunk %p", got, first)
+	}
+
+	q.Hold()
+	held := q.Chunk()
+	*held = append(*held, "three"...)
+	q.SendChunk(c, held, loop)
+	if got := q.Chunk(); got == held {
+		t.Fatal("a queued chunk became the spare")
+	}
+	if !q.Release() {
+		t.Fatal("Release did not report the held reply")
+	}
+	items := q.Drain()
+	if len(items) != 1 || string(items[0].Data) != "three" {
+		t.Fatalf("queued %+v", items)
+	}
+	items[0].Done()
 }
 
 // TestHoldRelease: between Hold and Release, replies sent on the loop are

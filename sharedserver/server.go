@@ -709,7 +709,7 @@ func (s *Server) release(owner *queue.Client) {
 func (s *Server) emit(b []byte) {
 	for len(b) > 0 {
 		if s.out == nil {
-			s.out = queue.GetBuffer()
+			s.out = s.loop.Responses().Chunk()
 		}
 		buf := *s.out
 		k := min(len(b), cap(buf)-len(buf))
@@ -735,7 +735,7 @@ func (s *Server) flush() {
 		return
 	}
 	s.stats.replied(len(*s.out))
-	c.Responses.SendPooled(c, s.out, s.loop)
+	c.Responses.SendChunk(c, s.out, s.loop)
 	s.out = nil
 }
 
