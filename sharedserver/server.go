@@ -511,9 +511,12 @@ func (s *Server) HostedTraffic(gc gnet.Conn) gnet.Action {
 }
 
 // consume handles the whole messages in buf and streams large ones
-// through; it returns how many bytes it used.
+// through; it returns how many bytes it used. Whole messages that handle
+// would only pass on as they are (rows, RowDescription, BindComplete...)
+// are emitted together, one run of them at a time.
 func (s *Server) consume(buf []byte) int {
 	start := 0
+	run := -1 // where the run of messages not yet emitted starts, if any
 	for start < len(buf) && !s.dead {
 		if s.pass > 0 {
 			k := min(s.pass, len(buf)-start)
@@ -525,6 +528,17 @@ func (s *Server) consume(buf []byte) int {
 			continue
 		}
 		typ, size, ok := wire.Header(buf[start:])
+		if ok && size >= 5 && size <= len(buf)-start && !inspected(typ) && s.verbatim() {
+			if run < 0 {
+				run = start
+			}
+			start += size
+			continue
+		}
+		if run >= 0 {
+			s.emit(buf[run:start])
+			run = -1
+		}
 		if !ok {
 			break
 		}
@@ -550,7 +564,18 @@ func (s *Server) consume(buf []byte) int {
 		start += size
 		s.handle(typ, msg)
 	}
+	if run >= 0 {
+		s.emit(buf[run:start])
+	}
 	return start
+}
+
+// verbatim reports whether handle would pass a message it does not
+// inspect on to the owner as it is: there is an owner, the message is not
+// an answer to pgmts's own question, and no refused command is being
+// answered.
+func (s *Server) verbatim() bool {
+	return len(s.internal) == 0 && !s.refusing && s.owner.Load() != nil
 }
 
 // inspected lists the message types the server must see whole.
