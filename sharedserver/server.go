@@ -382,6 +382,7 @@ func (s *Server) Poke() {
 			s.fail(err)
 			return
 		}
+		s.scanSessionState(c, data)
 		if cap(data) <= 1<<20 {
 			s.spare = data[:0]
 		} else {

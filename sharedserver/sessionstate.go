@@ -139,6 +139,25 @@ func (s *Server) pin(c *queue.Client, p circuits.Pins, tag []byte) {
 	}
 }
 
+// scanSessionState asks for a check at the transaction's end (recheck)
+// when the SQL of a Query or Parse in data, a request just written, may
+// make or drop state that no tag names. It runs after the write: its
+// answer is wanted only at the ReadyForQuery, so the scan is kept off the
+// path of the request to PostgreSQL.
+func (s *Server) scanSessionState(c *queue.Client, data []byte) {
+	if c.Pool.Mode == circuits.Session || s.recheck {
+		return
+	}
+	for off := 0; off+5 <= len(data); {
+		typ, size, _ := wire.Header(data[off:])
+		if (typ == 'Q' || typ == 'P') && mentionsSessionState(data[off+5:off+size]) {
+			s.recheck = true
+			return
+		}
+		off += size
+	}
+}
+
 // mentionsSessionState reports whether SQL text may make or drop state
 // that no tag names: a temporary table (CREATE TEMP TABLE ... AS and
 // SELECT INTO TEMP end with tag SELECT), an advisory lock (taken and

@@ -54,15 +54,11 @@ func (s *Server) prepareStatements(c *queue.Client, data []byte) []byte {
 	}
 	c.Circuit(func(ci *circuits.Circuit) {
 		prep := ci.Statements()
-		scan := ci.Mode != circuits.Session && !s.recheck
 		for off := 0; off+5 <= len(data); {
 			typ, size, _ := wire.Header(data[off:])
 			body := data[off+5 : off+size]
 			switch typ {
 			case 'P':
-				if scan && mentionsSessionState(body) {
-					s.recheck, scan = true, false
-				}
 				if name := cstr(body); name != "" {
 					if _, has := s.statements[name]; has {
 						slip(off, closeStatement(name), '3')
@@ -92,9 +88,6 @@ func (s *Server) prepareStatements(c *queue.Client, data []byte) []byte {
 					delete(s.statements, name)
 				}
 			case 'Q', 'S', 'F':
-				if typ == 'Q' && scan && mentionsSessionState(body) {
-					s.recheck, scan = true, false
-				}
 				s.wseg++
 			}
 			off += size
