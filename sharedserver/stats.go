@@ -1,8 +1,10 @@
 package sharedserver
 
 import (
+	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"slices"
 	"strings"
@@ -28,7 +30,11 @@ type serverStats struct {
 	lastReady                    atomic.Int64 // nanotime of the last ReadyForQuery
 	xactStart                    int64        // loop only: when the open transaction began
 
-	hist *histograms // the pool's, set before the server starts
+	// The query and transaction durations, kept per server like the
+	// counters and summed per pool at a scrape: no lock and no locked
+	// instruction per ReadyForQuery (a shared Prometheus histogram took
+	// a mutex, and a dozen cache lines per transaction).
+	queryHist, xactHist ownedHistogram
 }
 
 // request is called just before a client's bytes are written to PostgreSQL.
@@ -47,14 +53,14 @@ func (st *serverStats) ready(status byte, now int64) {
 	start := st.reqStart.Load()
 	queue.AddOwned(&st.queries, 1)
 	queue.AddOwned(&st.queryTime, now-start)
-	st.hist.query.Update(seconds(now - start))
+	st.queryHist.observe(now - start)
 	if st.xactStart == 0 {
 		st.xactStart = start
 	}
 	if status == 'I' {
 		queue.AddOwned(&st.xacts, 1)
 		queue.AddOwned(&st.xactTime, now-st.xactStart)
-		st.hist.xact.Update(seconds(now - st.xactStart))
+		st.xactHist.observe(now - st.xactStart)
 		st.xactStart = 0
 	}
 	st.lastReady.Store(now)
@@ -71,8 +77,6 @@ func (st *serverStats) asked() { queue.AddOwned(&st.stateQueries, 1) }
 // session state it made.
 func (st *serverStats) refused() { queue.AddOwned(&st.refusals, 1) }
 
-func seconds(ns int64) float64 { return float64(ns) / 1e9 }
-
 // Totals are traffic and timing counters, per server or summed per pool.
 type Totals struct {
 	Requests     int64 // request batches written to PostgreSQL
@@ -85,6 +89,8 @@ type Totals struct {
 	Refusals     int64 // statement-mode commands refused for their session state
 	QueryTime    time.Duration
 	XactTime     time.Duration
+	// QueryHist and XactHist are the query and transaction durations.
+	QueryHist, XactHist Histogram
 }
 
 // Add adds o's counters to t.
@@ -99,6 +105,8 @@ func (t *Totals) Add(o Totals) {
 	t.Refusals += o.Refusals
 	t.QueryTime += o.QueryTime
 	t.XactTime += o.XactTime
+	t.QueryHist.add(&o.QueryHist)
+	t.XactHist.add(&o.XactHist)
 }
 
 func (st *serverStats) totals() Totals {
@@ -107,6 +115,7 @@ func (st *serverStats) totals() Totals {
 		Received: st.received.Load(), Sent: st.sent.Load(), Errors: st.errors.Load(), StateQueries: st.stateQueries.Load(),
 		Refusals:  st.refusals.Load(),
 		QueryTime: time.Duration(st.queryTime.Load()), XactTime: time.Duration(st.xactTime.Load()),
+		QueryHist: st.queryHist.load(), XactHist: st.xactHist.load(),
 	}
 }
 
@@ -223,7 +232,6 @@ func (s *Server) snapshot(now int64) ServerSnapshot {
 // recordStart counts a server that logged in (p.mu held).
 func (p *Pool) recordStart(s *Server) {
 	s.stats.born = time.Now()
-	s.stats.hist = p.hist
 	p.started++
 	p.highWater = max(p.highWater, len(p.servers))
 	p.parent.started.Add(1)
@@ -245,8 +253,58 @@ func (p *Pool) recordEnd(s *Server) {
 
 // durationBuckets are the histograms' upper bounds in seconds, from 50µs
 // (a cached query on a local backend) to 10s, about three per decade.
-var durationBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-	0.5, 1, 2.5, 5, 10}
+var durationBuckets = [...]float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+	0.25, 0.5, 1, 2.5, 5, 10}
+
+// bucketBounds are durationBuckets in nanoseconds.
+var bucketBounds = func() (b [len(durationBuckets)]int64) {
+	for i, s := range durationBuckets {
+		b[i] = int64(math.Round(s * 1e9))
+	}
+	return b
+}()
+
+// Histogram is a histogram of durations: Buckets[i] counts those up to
+// durationBuckets[i] (the last one, those above), Sum is their total.
+type Histogram struct {
+	Sum     time.Duration
+	Buckets [len(durationBuckets) + 1]int64
+}
+
+func (h *Histogram) add(o *Histogram) {
+	h.Sum += o.Sum
+	for i, n := range o.Buckets {
+		h.Buckets[i] += n
+	}
+}
+
+// ownedHistogram is a Histogram written on one goroutine only
+// (queue.AddOwned) and read anywhere.
+type ownedHistogram struct {
+	sum     atomic.Int64
+	buckets [len(durationBuckets) + 1]atomic.Int64
+}
+
+// observe counts a duration in nanoseconds.
+func (h *ownedHistogram) observe(ns int64) {
+	if ns < 0 {
+		return // a clock that went back; Prometheus histograms skip these too
+	}
+	i := 0
+	for i < len(bucketBounds) && ns > bucketBounds[i] {
+		i++
+	}
+	queue.AddOwned(&h.buckets[i], 1)
+	queue.AddOwned(&h.sum, ns)
+}
+
+func (h *ownedHistogram) load() Histogram {
+	out := Histogram{Sum: time.Duration(h.sum.Load())}
+	for i := range h.buckets {
+		out.Buckets[i] = h.buckets[i].Load()
+	}
+	return out
+}
 
 // Histogram names, labelled per pool.
 const (
@@ -255,36 +313,66 @@ const (
 	TransactionHistogram = "pgmts_pool_transaction_duration_seconds"
 )
 
-// histograms are a pool's latency histograms. They live in their Pools'
-// set, which holds every pool's, so that a scrape lists each histogram's
+// histograms are a pool's queue-wait histogram. It lives in its Pools'
+// set, which holds every pool's, so that a scrape lists the histogram's
 // series together (the text format wants a family in one block); a pool
 // leaving the registry takes its series out of the set.
 type histograms struct {
-	names             []string
-	wait, query, xact *metrics.PrometheusHistogram
+	name string
+	wait *metrics.PrometheusHistogram
 }
 
-// newHistograms registers a pool's histograms (p.mu held).
+// newHistograms registers a pool's queue-wait histogram (p.mu held).
 func (p *Pools) newHistograms(database, user string) *histograms {
-	labels := "{" + PoolLabels(database, user) + "}"
-	h := &histograms{names: []string{QueueWaitHistogram + labels, QueryHistogram + labels, TransactionHistogram + labels}}
-	h.wait = p.metrics.NewPrometheusHistogramExt(h.names[0], durationBuckets)
-	h.query = p.metrics.NewPrometheusHistogramExt(h.names[1], durationBuckets)
-	h.xact = p.metrics.NewPrometheusHistogramExt(h.names[2], durationBuckets)
+	h := &histograms{name: QueueWaitHistogram + "{" + PoolLabels(database, user) + "}"}
+	h.wait = p.metrics.NewPrometheusHistogramExt(h.name, durationBuckets[:])
 	return h
 }
 
 // dropHistograms takes a pool's histograms out of the scrape (p.mu held).
-// Its servers may still update them: they just go unreported.
-func (p *Pools) dropHistograms(h *histograms) {
-	for _, name := range h.names {
-		p.metrics.UnregisterMetric(name)
+// Its request queue may still update them: they just go unreported.
+func (p *Pools) dropHistograms(h *histograms) { p.metrics.UnregisterMetric(h.name) }
+
+// WriteHistograms writes the histograms of every pool in the registry in
+// Prometheus text format: the queue waits, then the query and transaction
+// durations summed over each pool's servers, live and gone.
+func (p *Pools) WriteHistograms(w io.Writer) {
+	p.metrics.WritePrometheus(w)
+	pools := p.Snapshot().Pools
+	if len(pools) == 0 {
+		return
+	}
+	for _, family := range []struct {
+		name string
+		of   func(*Totals) *Histogram
+	}{
+		{QueryHistogram, func(t *Totals) *Histogram { return &t.QueryHist }},
+		{TransactionHistogram, func(t *Totals) *Histogram { return &t.XactHist }},
+	} {
+		metrics.WriteMetadataIfNeeded(w, family.name, "histogram")
+		for i := range pools {
+			writeHistogram(w, family.name, PoolLabels(pools[i].Database, pools[i].User), family.of(&pools[i].Totals))
+		}
 	}
 }
 
-// WriteHistograms writes the histograms of every pool in the registry in
-// Prometheus text format.
-func (p *Pools) WriteHistograms(w io.Writer) { p.metrics.WritePrometheus(w) }
+// writeHistogram writes one histogram's series as
+// github.com/VictoriaMetrics/metrics writes a PrometheusHistogram.
+func writeHistogram(w io.Writer, name, labels string, h *Histogram) {
+	var count int64
+	for i, le := range durationBuckets {
+		count += h.Buckets[i]
+		fmt.Fprintf(w, "%s_bucket{%s,le=\"%v\"} %d\n", name, labels, le, count)
+	}
+	count += h.Buckets[len(durationBuckets)]
+	fmt.Fprintf(w, "%s_bucket{%s,le=\"+Inf\"} %d\n", name, labels, count)
+	if sum := h.Sum.Seconds(); float64(int64(sum)) == sum {
+		fmt.Fprintf(w, "%s_sum{%s} %d\n", name, labels, int64(sum))
+	} else {
+		fmt.Fprintf(w, "%s_sum{%s} %g\n", name, labels, sum)
+	}
+	fmt.Fprintf(w, "%s_count{%s} %d\n", name, labels, count)
+}
 
 // PoolLabels are the Prometheus labels of a pool's series, without braces.
 func PoolLabels(database, user string) string {
