@@ -428,6 +428,7 @@ func (cc *clientConn) onTraffic() gnet.Action {
 		buf, _ := c.Peek(-1)
 		var n int
 		var action gnet.Action
+		startup := cc.phase == phaseStartup
 		switch cc.phase {
 		case phaseStartup:
 			n, action = cc.startup(buf)
@@ -439,7 +440,9 @@ func (cc *clientConn) onTraffic() gnet.Action {
 		if n > 0 {
 			_, _ = c.Discard(n) // Discard(0) would drop everything
 		}
-		if c != cc.c {
+		// Only a startup packet hands the connection over to TLS; testing
+		// for that first spares an interface comparison per request.
+		if startup && c != cc.c {
 			return gnet.Close // handed to TLS: gnet lets go of its descriptor
 		}
 		if action != gnet.None {

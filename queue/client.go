@@ -197,7 +197,7 @@ func (c *Client) Submit(data []byte, types []byte) (ok, hold bool) {
 	case stateIdle:
 		c.state = stateQueued
 		c.mu.Unlock()
-		c.Pool.Requests.enqueue(c, c.Responses.loop)
+		c.Pool.Requests.enqueue(c, c.Responses)
 		return true, hold
 	case stateServed:
 		srv, wake := c.server, c.wake()
@@ -214,7 +214,7 @@ func (c *Client) Submit(data []byte, types []byte) (ok, hold bool) {
 // to do.
 func (c *Client) wakeServer(srv any, wake chan struct{}) {
 	if s, ok := srv.(Server); ok {
-		poke(s, c.Responses.loop)
+		poke(s, c.Responses)
 		return
 	}
 	signal(wake)

@@ -26,7 +26,10 @@ type Loop interface {
 	// within a wake-up, the time it began, one reading for all its events.
 	Now() int64
 	// Responses is the loop's own response queue: its servers take
-	// their reply chunks from it (ResponseQueue.Chunk).
+	// their reply chunks from it (ResponseQueue.Chunk), and it names the
+	// loop wherever two loops are compared (Server.Home, Send's from): a
+	// pointer comparison, where comparing two Loop interfaces calls
+	// runtime.ifaceeq, which reads the type's descriptor each time.
 	Responses() *ResponseQueue
 }
 
@@ -52,8 +55,10 @@ type Loops interface {
 
 // Server is a shared server as the request queue and its clients see it.
 type Server interface {
-	// Loop is the loop the server runs on.
+	// Loop is the loop the server runs on, and Home its response queue
+	// (Loop().Responses(); nil with no loop).
 	Loop() Loop
+	Home() *ResponseQueue
 	// Serve hands the server a client taken from the queue (on its loop).
 	Serve(c *Client)
 	// Poke tells the server that the client it serves has new bytes or
@@ -61,22 +66,23 @@ type Server interface {
 	Poke()
 }
 
-// serve hands c to s: at once when the caller runs on s's loop (from),
-// else on that loop. The closure is only made in the second case.
-func serve(s Server, c *Client, from Loop) {
-	if l := s.Loop(); l == nil || l == from {
+// serve hands c to s: at once when the caller runs on s's loop (from, that
+// loop's response queue), else on that loop. The closure is only made in
+// the second case.
+func serve(s Server, c *Client, from *ResponseQueue) {
+	if h := s.Home(); h == nil || h == from {
 		s.Serve(c)
-	} else if l.Run(func() { s.Serve(c) }) != nil {
+	} else if s.Loop().Run(func() { s.Serve(c) }) != nil {
 		c.Pool.Requests.Requeue(c) // the loop is stopping; another server may serve c
 	}
 }
 
 // poke is serve's counterpart for Poke.
-func poke(s Server, from Loop) {
-	if l := s.Loop(); l == nil || l == from {
+func poke(s Server, from *ResponseQueue) {
+	if h := s.Home(); h == nil || h == from {
 		s.Poke()
 	} else {
-		_ = l.Run(s.Poke) // a stopping loop closes s itself
+		_ = s.Loop().Run(s.Poke) // a stopping loop closes s itself
 	}
 }
 
@@ -84,6 +90,7 @@ func poke(s Server, from Loop) {
 // console's workers).
 type chanServer chan *Client
 
-func (chanServer) Loop() Loop        { return nil }
-func (s chanServer) Serve(c *Client) { s <- c } // capacity 1, empty while parked
-func (chanServer) Poke()             {}
+func (chanServer) Loop() Loop           { return nil }
+func (chanServer) Home() *ResponseQueue { return nil }
+func (s chanServer) Serve(c *Client)    { s <- c } // capacity 1, empty while parked
+func (chanServer) Poke()                {}

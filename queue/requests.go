@@ -40,9 +40,9 @@ type Stats struct {
 	OldestWait  time.Duration
 }
 
-// enqueue queues c, or hands it to a parked server; from is the loop the
-// caller runs on (nil: none).
-func (q *RequestQueue) enqueue(c *Client, from Loop) {
+// enqueue queues c, or hands it to a parked server; from is the response
+// queue of the loop the caller runs on (nil: none).
+func (q *RequestQueue) enqueue(c *Client, from *ResponseQueue) {
 	q.mu.Lock()
 	q.totalQueued++
 	if !q.paused && q.handOff(c, from) {
@@ -59,14 +59,14 @@ func (q *RequestQueue) enqueue(c *Client, from Loop) {
 // handOff gives c straight to a parked server, if one waits: preferably
 // one on the caller's loop, which serves it without a wake-up. Called with
 // q.mu held; it releases the lock when it hands c over (true).
-func (q *RequestQueue) handOff(c *Client, from Loop) bool {
+func (q *RequestQueue) handOff(c *Client, from *ResponseQueue) bool {
 	n := len(q.waiters)
 	if n == 0 {
 		return false
 	}
 	i := n - 1
 	for j := n - 1; j >= 0 && from != nil; j-- {
-		if q.waiters[j].Loop() == from {
+		if q.waiters[j].Home() == from {
 			i = j
 			break
 		}

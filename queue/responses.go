@@ -59,17 +59,17 @@ func (q *ResponseQueue) Attach(loop Loop, deliver func(*Reply)) {
 	q.loop, q.deliver = loop, deliver
 }
 
-// Send is Push for a producer running on loop from: on the queue's own
-// loop, with nothing of the client's still queued (order), the reply is
+// Send is Push for a producer running on the loop whose response queue is
+// from (nil: on none): on the queue's own loop, with nothing of the client's still queued (order), the reply is
 // written at once instead; while the loop holds replies (Hold) it is
 // queued without waking the loop, which drains the queue at Release.
-func (q *ResponseQueue) Send(r Reply, from Loop) { q.send(r, from) }
+func (q *ResponseQueue) Send(r Reply, from *ResponseQueue) { q.send(r, from) }
 
 // send is Send; it reports whether the reply was written at once, in which
 // case nothing refers to r.Data any more, pooled or not.
-func (q *ResponseQueue) send(r Reply, from Loop) bool {
+func (q *ResponseQueue) send(r Reply, from *ResponseQueue) bool {
 	switch {
-	case from == nil || from != q.loop:
+	case from != q || q.loop == nil:
 		q.Push(r)
 	case q.holding:
 		q.held = true
@@ -104,7 +104,7 @@ func (q *ResponseQueue) Chunk() *[]byte {
 // SendChunk is Send for a chunk from Chunk or GetBuffer, which it takes
 // over: a chunk written at once becomes the loop's spare, any other goes
 // back to the pool once written.
-func (q *ResponseQueue) SendChunk(c *Client, data *[]byte, from Loop) {
+func (q *ResponseQueue) SendChunk(c *Client, data *[]byte, from *ResponseQueue) {
 	if !q.send(Reply{Client: c, Data: *data, pooled: true}, from) {
 		bufHolders.Put(data)
 		return

@@ -376,10 +376,10 @@ func TestSendOnOwnLoop(t *testing.T) {
 	loop := sameLoop{}
 	q, c = onSameLoop(&wakes, &written, func(r *queue.Reply) {
 		if string(r.Data) == "first" {
-			q.Send(queue.Reply{Client: c, Data: []byte("nested")}, loop)
+			q.Send(queue.Reply{Client: c, Data: []byte("nested")}, q)
 		}
 	})
-	q.Send(queue.Reply{Client: c, Data: []byte("first")}, loop)
+	q.Send(queue.Reply{Client: c, Data: []byte("first")}, q)
 	if len(written) != 1 || written[0] != "first" || wakes != 1 {
 		t.Fatalf("written %q, wakes %d", written, wakes)
 	}
@@ -391,7 +391,7 @@ func TestSendOnOwnLoop(t *testing.T) {
 
 	data := []byte("DataRow")
 	q.Attach(loop, func(*queue.Reply) {})
-	if n := testing.AllocsPerRun(100, func() { q.Send(queue.Reply{Client: c, Data: data}, loop) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { q.Send(queue.Reply{Client: c, Data: data}, q) }); n != 0 {
 		t.Errorf("Send on its own loop: %.0f allocations, want 0", n)
 	}
 }
@@ -403,11 +403,10 @@ func TestSendChunkOnOwnLoop(t *testing.T) {
 	var wakes int
 	var written []string
 	q, c := onSameLoop(&wakes, &written, nil)
-	loop := sameLoop{}
 
 	first := q.Chunk()
 	*first = append(*first, "one"...)
-	q.SendChunk(c, first, loop)
+	q.SendChunk(c, first, q)
 	if len(written) != 1 || written[0] != "one" || c.Backlog() != 0 {
 		t.Fatalf("written %q, backlog %d", written, c.Backlog())
 	}
@@ -420,8 +419,8 @@ func TestSendChunkOnOwnLoop(t *testing.T) {
 
 	second := queue.GetBuffer()
 	*second = append(*second, "two"...)
-	q.SendChunk(c, first, loop)
-	q.SendChunk(c, second, loop) // the spare is taken: second goes to the pool
+	q.SendChunk(c, first, q)
+	q.SendChunk(c, second, q) // the spare is taken: second goes to the pool
 	if got := q.Chunk(); got != first {
 		t.Fatalf("spare = %p, want the first chunk %p", got, first)
 	}
@@ -429,7 +428,7 @@ func TestSendChunkOnOwnLoop(t *testing.T) {
 	q.Hold()
 	held := q.Chunk()
 	*held = append(*held, "three"...)
-	q.SendChunk(c, held, loop)
+	q.SendChunk(c, held, q)
 	if got := q.Chunk(); got == held {
 		t.Fatal("a queued chunk became the spare")
 	}
@@ -449,14 +448,13 @@ func TestHoldRelease(t *testing.T) {
 	var wakes int
 	var written []string
 	q, c := onSameLoop(&wakes, &written, nil)
-	loop := sameLoop{}
 
 	if q.Release() {
 		t.Fatal("Release without a Hold reported held replies")
 	}
 	q.Hold()
-	q.Send(queue.Reply{Client: c, Data: []byte("one")}, loop)
-	q.Send(queue.Reply{Client: c, Data: []byte("two")}, loop)
+	q.Send(queue.Reply{Client: c, Data: []byte("one")}, q)
+	q.Send(queue.Reply{Client: c, Data: []byte("two")}, q)
 	if len(written) != 0 || wakes != 0 || c.Backlog() != 6 {
 		t.Fatalf("while held: written %q, wakes %d, backlog %d", written, wakes, c.Backlog())
 	}
@@ -470,7 +468,7 @@ func TestHoldRelease(t *testing.T) {
 	for i := range items {
 		items[i].Done()
 	}
-	q.Send(queue.Reply{Client: c, Data: []byte("three")}, loop)
+	q.Send(queue.Reply{Client: c, Data: []byte("three")}, q)
 	if len(written) != 1 || written[0] != "three" || q.Release() {
 		t.Fatalf("after Release: written %q", written)
 	}

@@ -313,7 +313,7 @@ func (p *Pool) startLocked() bool {
 			}
 			return
 		}
-		s.loop = loop
+		s.loop, s.home = loop, loop.Responses()
 		s.idleSince.Store(queue.Nanotime()) // counts as idle until it takes a client
 		p.servers[s] = struct{}{}
 		p.recordStart(s)

@@ -37,6 +37,7 @@ const highWater = 1 << 20
 type Server struct {
 	pool        *Pool
 	loop        queue.Loop
+	home        *queue.ResponseQueue // loop.Responses(): the loop as a pointer
 	pid         uint32
 	cancel      queue.CancelTarget
 	loginParams map[string]string
@@ -228,6 +229,9 @@ func (s *Server) host() error {
 
 // Loop implements queue.Server.
 func (s *Server) Loop() queue.Loop { return s.loop }
+
+// Home implements queue.Server.
+func (s *Server) Home() *queue.ResponseQueue { return s.home }
 
 // HostedOpen implements queue.Hosted: the socket is on the loop, for the
 // first time (take a client) or back from a detach (go on serving).
@@ -707,7 +711,7 @@ func (s *Server) handle(typ byte, msg []byte) {
 			s.owner.Store(nil)
 			owner.SetCancelTarget(nil)
 			owner.Release(s)
-			owner.Responses.Send(queue.Reply{Client: owner, Close: true}, s.loop)
+			owner.Responses.Send(queue.Reply{Client: owner, Close: true}, s.home)
 			return
 		}
 	}
@@ -735,7 +739,7 @@ func (s *Server) release(owner *queue.Client) {
 func (s *Server) emit(b []byte) {
 	for len(b) > 0 {
 		if s.out == nil {
-			s.out = s.loop.Responses().Chunk()
+			s.out = s.home.Chunk()
 		}
 		buf := *s.out
 		k := min(len(b), cap(buf)-len(buf))
@@ -761,7 +765,7 @@ func (s *Server) flush() {
 		return
 	}
 	s.stats.replied(len(*s.out))
-	c.Responses.SendChunk(c, s.out, s.loop)
+	c.Responses.SendChunk(c, s.out, s.home)
 	s.out = nil
 }
 
