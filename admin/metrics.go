@@ -83,7 +83,7 @@ func (c *Console) WriteMetrics(w io.Writer) {
 	// Metadata on: the filter below needs the HELP and TYPE lines.
 	metrics.ExposeMetadata(true)
 	var vm bytes.Buffer
-	c.pools.WriteHistograms(&vm)
+	c.pools.WriteHistograms(&vm, st.pools.Pools)
 	metrics.WriteProcessMetrics(&vm)
 	writeLinted(&b, vm.Bytes(), histogramHelp)
 	_, _ = w.Write(b.Bytes())

@@ -60,16 +60,17 @@ func (q *ResponseQueue) Attach(loop Loop, deliver func(*Reply)) {
 }
 
 // Send is Push for a producer running on the loop whose response queue is
-// from (nil: on none): on the queue's own loop, with nothing of the client's still queued (order), the reply is
-// written at once instead; while the loop holds replies (Hold) it is
-// queued without waking the loop, which drains the queue at Release.
+// from (nil: on none): on the queue's own loop, with nothing of the
+// client's still queued (order), the reply is written at once instead;
+// while the loop holds replies (Hold) it is queued without waking the
+// loop, which drains the queue at Release.
 func (q *ResponseQueue) Send(r Reply, from *ResponseQueue) { q.send(r, from) }
 
 // send is Send; it reports whether the reply was written at once, in which
 // case nothing refers to r.Data any more, pooled or not.
 func (q *ResponseQueue) send(r Reply, from *ResponseQueue) bool {
 	switch {
-	case from != q || q.loop == nil:
+	case from != q:
 		q.Push(r)
 	case q.holding:
 		q.held = true

@@ -343,7 +343,7 @@ func (p *Pools) Reload(cfg *config.Config) []string {
 		switch {
 		case !ok || !sameBackend(*old, pc):
 			delete(p.pools, key)
-			p.dropHistograms(pool.hist)
+			p.dropWaitHistogram(pool.wait)
 			p.draining = append(p.draining, pool)
 			detached = append(detached, pool)
 		case pc != *old:

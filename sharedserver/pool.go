@@ -107,10 +107,10 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 		return nil, err
 	}
 	pool := &Pool{parent: p, log: p.log.With("pool", database+"/"+user), servers: map[*Server]struct{}{},
-		dbConns: counter(p.dbConns, database), userConns: counter(p.userConns, user), hist: p.newHistograms(database, user)}
+		dbConns: counter(p.dbConns, database), userConns: counter(p.userConns, user), wait: p.newWaitHistogram(database, user)}
 	pool.cfg.Store(&pc)
 	pool.q = &queue.Pool{Name: database + "/" + user, Database: database, User: user, Mode: mode,
-		Requests: &queue.RequestQueue{WaitTime: pool.hist.wait}, Backend: pool}
+		Requests: &queue.RequestQueue{WaitTime: pool.wait.h}, Backend: pool}
 	pool.q.Requests.OnWait = pool.grow
 	if p.paused[""] || p.paused[database] {
 		pool.hold()
@@ -244,7 +244,7 @@ type Pool struct {
 	failingSince  time.Time
 	loginFailures int64
 	retired       Totals
-	hist          *histograms
+	wait          *waitHistogram // its queue-wait histogram
 }
 
 func (p *Pool) keepMinimum() {

@@ -172,12 +172,7 @@ func mentionsSessionState(sql []byte) bool {
 	// a, but these pairs are rare. Only a position that has one is looked
 	// at further.
 	if len(sql) < 9 {
-		for i := range sql {
-			if stateWordAt(sql, i) {
-				return true
-			}
-		}
-		return false
+		return anyStateWordAt(sql)
 	}
 	// The last block overlaps the one before it: no position is left to a
 	// loop of single bytes (the last byte starts no word).
@@ -213,6 +208,16 @@ const (
 // bit set in each byte that is not zero. (The shorter test with a
 // subtraction is inexact above a zero byte, because of the borrow.)
 func nonzero(v uint64) uint64 { return (v&low7Bits + low7Bits) | v | low7Bits }
+
+// anyStateWordAt is mentionsSessionState one position at a time.
+func anyStateWordAt(sql []byte) bool {
+	for i := range sql {
+		if stateWordAt(sql, i) {
+			return true
+		}
+	}
+	return false
+}
 
 // stateWordAt reports whether a word mentionsSessionState looks for
 // starts at sql[i].

@@ -313,32 +313,33 @@ const (
 	TransactionHistogram = "pgmts_pool_transaction_duration_seconds"
 )
 
-// histograms are a pool's queue-wait histogram. It lives in its Pools'
+// waitHistogram is a pool's queue-wait histogram. It lives in its Pools'
 // set, which holds every pool's, so that a scrape lists the histogram's
 // series together (the text format wants a family in one block); a pool
 // leaving the registry takes its series out of the set.
-type histograms struct {
+type waitHistogram struct {
 	name string
-	wait *metrics.PrometheusHistogram
+	h    *metrics.PrometheusHistogram
 }
 
-// newHistograms registers a pool's queue-wait histogram (p.mu held).
-func (p *Pools) newHistograms(database, user string) *histograms {
-	h := &histograms{name: QueueWaitHistogram + "{" + PoolLabels(database, user) + "}"}
-	h.wait = p.metrics.NewPrometheusHistogramExt(h.name, durationBuckets[:])
-	return h
+// newWaitHistogram registers a pool's queue-wait histogram (p.mu held).
+func (p *Pools) newWaitHistogram(database, user string) *waitHistogram {
+	w := &waitHistogram{name: QueueWaitHistogram + "{" + PoolLabels(database, user) + "}"}
+	w.h = p.metrics.NewPrometheusHistogramExt(w.name, durationBuckets[:])
+	return w
 }
 
-// dropHistograms takes a pool's histograms out of the scrape (p.mu held).
-// Its request queue may still update them: they just go unreported.
-func (p *Pools) dropHistograms(h *histograms) { p.metrics.UnregisterMetric(h.name) }
+// dropWaitHistogram takes a pool's queue-wait histogram out of the scrape
+// (p.mu held). Its request queue may still update it: it just goes
+// unreported.
+func (p *Pools) dropWaitHistogram(w *waitHistogram) { p.metrics.UnregisterMetric(w.name) }
 
-// WriteHistograms writes the histograms of every pool in the registry in
-// Prometheus text format: the queue waits, then the query and transaction
-// durations summed over each pool's servers, live and gone.
-func (p *Pools) WriteHistograms(w io.Writer) {
+// WriteHistograms writes the histograms of the pools in Prometheus text
+// format: the queue waits of every pool in the registry, then the query
+// and transaction durations of pools, a Snapshot's (summed over each
+// pool's servers, live and gone), which the caller has taken anyway.
+func (p *Pools) WriteHistograms(w io.Writer, pools []PoolSnapshot) {
 	p.metrics.WritePrometheus(w)
-	pools := p.Snapshot().Pools
 	if len(pools) == 0 {
 		return
 	}

@@ -66,15 +66,15 @@ func TestReadyRecordsDurations(t *testing.T) {
 // queue-wait histogram out of the scrape.
 func TestQueueWaitHistogramDropped(t *testing.T) {
 	p := &Pools{metrics: metrics.NewSet()}
-	h := p.newHistograms("db", "u")
+	h := p.newWaitHistogram("db", "u")
 	var b bytes.Buffer
-	p.WriteHistograms(&b)
+	p.WriteHistograms(&b, nil)
 	if want := `pgmts_pool_queue_wait_seconds_count{database="db",user="u"} 0`; !strings.Contains(b.String(), want+"\n") {
 		t.Errorf("no %q in:\n%s", want, b.String())
 	}
-	p.dropHistograms(h)
+	p.dropWaitHistogram(h)
 	b.Reset()
-	p.WriteHistograms(&b)
+	p.WriteHistograms(&b, nil)
 	if b.Len() != 0 {
 		t.Errorf("dropped histograms still written:\n%s", b.String())
 	}
