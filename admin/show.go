@@ -73,7 +73,7 @@ var (
 			"bytes_received", "bytes_sent", "busy_us", "idle_us", "queue_depth", "queue_total")), (*Console).showDispatchers},
 		"SHARED_SERVERS": {concat(cols(typeText, "database", "user"), cols(typeInt8, "pid"), cols(typeText, "status"),
 			cols(typeInt8, "requests", "transactions", "queries", "bytes_received", "bytes_sent", "circuit"),
-			cols(typeText, "bound_reason"), cols(typeInt8, "busy_us", "idle_us", "age_us")), (*Console).showSharedServers},
+			cols(typeText, "bound_reason"), cols(typeInt8, "busy_us", "idle_us", "age_us"), cols(typeText, "dispatcher")), (*Console).showSharedServers},
 		"QUEUE": {concat(cols(typeText, "type", "name"), cols(typeInt8, "queued", "total_queued", "total_wait_us",
 			"avg_wait_us", "max_wait_us")), (*Console).showQueue},
 		"CIRCUITS": {concat(cols(typeInt8, "circuit"), cols(typeText, "database", "user", "dispatcher"), cols(typeInt8, "server"),
@@ -577,7 +577,7 @@ func (c *Console) showSharedServers(st *state) []row {
 			}
 			age := now.Sub(s.Born)
 			rows = append(rows, row{p.Database, p.User, i64(s.PID), string(s.State), s.Requests, s.Transactions, s.Queries,
-				s.Received, s.Sent, circuit, reason, us(s.Busy), us(max(age-s.Busy, 0)), us(age)})
+				s.Received, s.Sent, circuit, reason, us(s.Busy), us(max(age-s.Busy, 0)), us(age), dispatcherName(s.Dispatcher)})
 		}
 	}
 	return rows

@@ -249,6 +249,20 @@ func (g *Group) NextLoop() queue.Loop {
 	return active[int(g.hosted.Add(1))%len(active)]
 }
 
+// LoopOf implements queue.Loops: the dispatcher that takes new clients
+// and has home as its response queue.
+func (g *Group) LoopOf(home *queue.ResponseQueue) queue.Loop {
+	if g.shuttingDown.Load() {
+		return nil
+	}
+	for _, d := range g.active() {
+		if d.responses == home {
+			return d
+		}
+	}
+	return nil
+}
+
 // handOff picks an active dispatcher for a client a retiring one accepted.
 func (g *Group) handOff() *Dispatcher {
 	active := g.active()

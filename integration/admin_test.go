@@ -131,7 +131,7 @@ var pgbouncerColumns = map[string][]string{
 	"DISPATCHERS": {"name", "listen", "status", "accepted", "owned", "messages", "bytes_received", "bytes_sent",
 		"busy_us", "idle_us", "queue_depth", "queue_total"},
 	"SHARED_SERVERS": {"database", "user", "pid", "status", "requests", "transactions", "queries", "bytes_received",
-		"bytes_sent", "circuit", "bound_reason", "busy_us", "idle_us", "age_us"},
+		"bytes_sent", "circuit", "bound_reason", "busy_us", "idle_us", "age_us", "dispatcher"},
 	"QUEUE": {"type", "name", "queued", "total_queued", "total_wait_us", "avg_wait_us", "max_wait_us"},
 	"CIRCUITS": {"circuit", "database", "user", "dispatcher", "server", "status", "queue", "requests", "messages",
 		"bytes_received", "bytes_sent", "pool_mode", "pinned"},
@@ -455,13 +455,15 @@ func TestAdminExtendedProtocol(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close(context.Background())
+			// One server, or two once the pool has placed one on each
+			// dispatcher's loop.
 			for range 2 { // the second time, cached statements are reused
 				var db, user, poolMode string
 				var active, waiting, svActive, svIdle, svUsed, maxwait int32
 				var skip [7]int32
 				err := c.QueryRow(ctx10(t), "SHOW POOLS").Scan(&db, &user, &active, &waiting, &skip[0], &skip[1], &svActive,
 					&skip[2], &skip[3], &svIdle, &svUsed, &skip[4], &skip[5], &maxwait, &skip[6], &poolMode)
-				if err != nil || db != "bench" || active != 1 || svIdle+svActive != 1 || poolMode != "transaction" {
+				if err != nil || db != "bench" || active != 1 || svIdle+svActive < 1 || svIdle+svActive > 2 || poolMode != "transaction" {
 					t.Errorf("SHOW POOLS: %v %s %s active=%d sv_active=%d sv_idle=%d", err, db, user, active, svActive, svIdle)
 				}
 			}

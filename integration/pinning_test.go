@@ -23,6 +23,16 @@ import (
 // afterOtherTakesServer runs sql on a new client, then has another
 // client open a transaction, which holds a server until the test ends:
 // the most recently parked one, the first client's, were it released.
+// oneLoop runs pgmts with one dispatcher. A parked server goes first to a
+// client of its own loop; with one loop every client takes the most
+// recently parked server, which these tests rely on.
+func oneLoop(edit func(*config.Config)) func(*config.Config) {
+	return func(c *config.Config) {
+		edit(c)
+		c.Pgmts.Dispatchers = 1
+	}
+}
+
 func afterOtherTakesServer(t *testing.T, p *pgmts, sql string) *pgx.Conn {
 	t.Helper()
 	c := p.connect(t)
@@ -43,7 +53,7 @@ func afterOtherTakesServer(t *testing.T, p *pgmts, sql string) *pgx.Conn {
 // the other client's BEGIN took it (the most recently parked), so the
 // notification went to that client instead.
 func TestListenPinsServer(t *testing.T) {
-	p := startPgmts(t, setMode("transaction", 3))
+	p := startPgmts(t, oneLoop(setMode("transaction", 3)))
 	l := afterOtherTakesServer(t, p, "LISTEN pgmts_pin")
 	n := p.connect(t)
 	if _, err := n.Exec(ctx10(t), "NOTIFY pgmts_pin, 'hello'"); err != nil {
@@ -64,7 +74,7 @@ func TestListenPinsServer(t *testing.T) {
 // executed later in transaction mode, though another client took a
 // server meanwhile.
 func TestSQLPrepareKeepsServer(t *testing.T) {
-	p := startPgmts(t, setMode("transaction", 3))
+	p := startPgmts(t, oneLoop(setMode("transaction", 3)))
 	c := afterOtherTakesServer(t, p, "PREPARE pin_q AS SELECT 42")
 	var v int
 	if err := c.QueryRow(ctx10(t), "EXECUTE pin_q").Scan(&v); err != nil || v != 42 {
@@ -129,7 +139,7 @@ func waitUnpinned(t *testing.T, p *pgmts) {
 // client holds a server, and SHOW CIRCUITS names it), and dropping it
 // lets the backend go again.
 func TestSessionStatePins(t *testing.T) {
-	p := startPgmts(t, withConsole("transaction", 3))
+	p := startPgmts(t, oneLoop(withConsole("transaction", 3)))
 	for _, tc := range []struct {
 		name, make, count, drop, reason string
 	}{
@@ -208,7 +218,7 @@ func stateQueries(p *pgmts) int64 {
 // another backend without pinning it, the backend it was made on does
 // not pass it to the next client, and RESET takes it back.
 func TestUnreportedSetFollowsClient(t *testing.T) {
-	p := startPgmts(t, withConsole("transaction", 2))
+	p := startPgmts(t, oneLoop(withConsole("transaction", 2)))
 	a := p.connect(t)
 	var def string
 	if err := p.connect(t).QueryRow(ctx10(t), "SHOW work_mem").Scan(&def); err != nil {

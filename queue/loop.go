@@ -31,6 +31,8 @@ type Loop interface {
 	// pointer comparison, where comparing two Loop interfaces calls
 	// runtime.ifaceeq, which reads the type's descriptor each time.
 	Responses() *ResponseQueue
+	// ID is the number of the loop's dispatcher (SHOW SHARED_SERVERS).
+	ID() int
 }
 
 // ErrLoopStopped is returned by Host when the dispatcher is stopping.
@@ -51,6 +53,9 @@ type Loops interface {
 	// NextLoop returns the loop for a new server, or nil when the
 	// dispatchers are stopping.
 	NextLoop() Loop
+	// LoopOf returns the loop whose response queue is home, if it takes
+	// new servers (nil otherwise: a retired dispatcher, say).
+	LoopOf(home *ResponseQueue) Loop
 }
 
 // Server is a shared server as the request queue and its clients see it.

@@ -22,6 +22,11 @@ type RequestQueue struct {
 	// OnWait is called (outside the lock) when a request had to wait
 	// because no server was idle: the pool may start one.
 	OnWait func()
+	// OnElsewhere is called (outside the lock) when a request from the
+	// loop whose response queue is from went to a server parked on
+	// another loop, none being parked on from: the pool may open a server
+	// there, so that the loop's next requests need no wake-up of another.
+	OnElsewhere func(from *ResponseQueue)
 	// paused holds every request in the queue (PAUSE).
 	paused bool
 	// WaitTime, if set, observes every request's wait in seconds (a
@@ -75,6 +80,9 @@ func (q *RequestQueue) handOff(c *Client, from *ResponseQueue) bool {
 	q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
 	q.mu.Unlock()
 	serve(w, c, from)
+	if h := w.Home(); from != nil && h != nil && h != from && q.OnElsewhere != nil {
+		q.OnElsewhere(from)
+	}
 	return true
 }
 

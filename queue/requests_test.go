@@ -629,3 +629,48 @@ func TestRequestQueueNeverEmpty(t *testing.T) {
 		t.Fatalf("the queue's slice grew to %d entries for %d waiting", c, waiting)
 	}
 }
+
+// hostedServer is a queue.Server on the loop whose response queue is
+// home (run on the caller, as sameLoop does); it records what it serves.
+type hostedServer struct {
+	home   *queue.ResponseQueue
+	served []*queue.Client
+}
+
+func (s *hostedServer) Loop() queue.Loop           { return sameLoop{} }
+func (s *hostedServer) Home() *queue.ResponseQueue { return s.home }
+func (s *hostedServer) Serve(c *queue.Client)      { s.served = append(s.served, c) }
+func (s *hostedServer) Poke()                      {}
+
+// TestHandOffPrefersOwnLoop: a request goes to a server parked on its
+// client's loop, even one parked earlier than another; only a request
+// that had to go to another loop calls OnElsewhere, with its loop.
+func TestHandOffPrefersOwnLoop(t *testing.T) {
+	p := newPool(circuits.Transaction)
+	var elsewhere []*queue.ResponseQueue
+	p.Requests.OnElsewhere = func(from *queue.ResponseQueue) { elsewhere = append(elsewhere, from) }
+	loopA, loopB := queue.NewResponseQueue(func() {}), queue.NewResponseQueue(func() {})
+	sA, sB := &hostedServer{home: loopA}, &hostedServer{home: loopB}
+
+	p.Requests.Next(sB)
+	p.Requests.Next(sA) // parked last
+	onB := newClient(1, p, loopB)
+	onB.Submit([]byte("x"), nil)
+	if len(sB.served) != 1 || sB.served[0] != onB || len(sA.served) != 0 {
+		t.Fatalf("served: A %d, B %d; want the client on B served by B", len(sA.served), len(sB.served))
+	}
+	if len(elsewhere) != 0 {
+		t.Fatalf("OnElsewhere called %d times for a request served on its own loop", len(elsewhere))
+	}
+
+	// Only A is parked now: a client on B is served there, and the pool
+	// hears that B has no server parked.
+	onB2 := newClient(2, p, loopB)
+	onB2.Submit([]byte("y"), nil)
+	if len(sA.served) != 1 || sA.served[0] != onB2 {
+		t.Fatalf("A served %d clients, want client 2", len(sA.served))
+	}
+	if len(elsewhere) != 1 || elsewhere[0] != loopB {
+		t.Fatalf("OnElsewhere calls %v, want one with B's queue %p", elsewhere, loopB)
+	}
+}

@@ -349,6 +349,7 @@ func (sameLoop) Run(fn func()) error               { fn(); return nil }
 func (sameLoop) Host(net.Conn, queue.Hosted) error { return nil }
 func (sameLoop) Now() int64                        { return queue.Nanotime() }
 func (sameLoop) Responses() *queue.ResponseQueue   { return nil }
+func (sameLoop) ID() int                           { return 0 }
 
 // onSameLoop makes a response queue attached to a sameLoop, whose
 // deliver records what it writes in written (and then calls also, if

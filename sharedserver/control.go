@@ -125,6 +125,42 @@ func (p *Pool) grow() {
 	}
 }
 
+// growOnEvery spaces growOn's looks under the pool's lock: a pool that
+// cannot grow, or a loop that has a server busy with another client,
+// would otherwise cost a lock per request.
+const growOnEvery = 10 * time.Millisecond
+
+// growOn opens a server on the loop whose response queue is from when the
+// pool has none there, open or starting, and room for one: a request from
+// that loop just went to a server parked on another loop, which costs a
+// wake-up of that loop's thread and a second one for the reply. One
+// server per loop is enough for a light load; heavier ones grow the pool
+// through grow. Servers above shared_servers still retire after
+// server_idle_timeout.
+func (p *Pool) growOn(from *queue.ResponseQueue) {
+	now, last := queue.Nanotime(), p.elsewhereAt.Load()
+	if now-last < int64(growOnEvery) || !p.elsewhereAt.CompareAndSwap(last, now) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.paused || p.backingOff() || len(p.servers)+p.starting >= p.conf().MaxSharedServers ||
+		slices.Contains(p.startingOn, from) {
+		return
+	}
+	for s := range p.servers {
+		if s.home == from {
+			return
+		}
+	}
+	loop := p.parent.loopOf(from)
+	if loop == nil || !p.reserve() {
+		return
+	}
+	p.log.Debug("opening a server on a dispatcher that has none, for its clients", "servers", len(p.servers)+p.starting)
+	p.startOn(loop)
+}
+
 // retireIdle retires the servers above shared_servers that have been idle
 // longer than server_idle_timeout.
 func (p *Pool) retireIdle() {

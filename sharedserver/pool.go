@@ -83,6 +83,15 @@ func (p *Pools) nextLoop() queue.Loop {
 	return nil
 }
 
+// loopOf is the loop whose response queue is home, if it can host a new
+// server (nil otherwise).
+func (p *Pools) loopOf(home *queue.ResponseQueue) queue.Loop {
+	if l := p.loops.Load(); l != nil {
+		return (*l).LoopOf(home)
+	}
+	return nil
+}
+
 // ErrNoDatabase is returned by Route for a database no section serves.
 var ErrNoDatabase = errors.New("no such database")
 
@@ -112,6 +121,7 @@ func (p *Pools) Route(database, user string) (*queue.Pool, error) {
 	pool.q = &queue.Pool{Name: database + "/" + user, Database: database, User: user, Mode: mode,
 		Requests: &queue.RequestQueue{WaitTime: pool.wait.h}, Backend: pool}
 	pool.q.Requests.OnWait = pool.grow
+	pool.q.Requests.OnElsewhere = pool.growOn
 	if p.paused[""] || p.paused[database] {
 		pool.hold()
 	}
@@ -218,6 +228,11 @@ type Pool struct {
 	// params is the ParameterStatus set of the last server that logged in.
 	params    map[string]string
 	preparing []func(map[string]string, error)
+	// startingOn holds the response queue of each starting server's loop.
+	startingOn []*queue.ResponseQueue
+	// elsewhereAt is when growOn last looked for a loop without a server
+	// (a Nanotime reading; atomic, read without p.mu).
+	elsewhereAt atomic.Int64
 	// passthrough is what the last clients' logins left to log in with
 	// when the pool has no password (see Passthrough).
 	passthrough auth.Passthrough
@@ -255,22 +270,31 @@ func (p *Pool) keepMinimum() {
 	}
 }
 
-// startLocked opens one more server; the caller has reserved it against
-// the database and user caps. It reports false (and unreserves) when no
-// loop can host a server: pgmts is stopping.
+// startLocked opens one more server, on the next loop in turn; the
+// caller has reserved it against the database and user caps. It reports
+// false (and unreserves) when no loop can host a server: pgmts is
+// stopping.
 func (p *Pool) startLocked() bool {
-	loop := p.parent.nextLoop()
+	return p.startOn(p.parent.nextLoop())
+}
+
+// startOn is startLocked on a given loop (nil: none can host one).
+func (p *Pool) startOn(loop queue.Loop) bool {
 	if loop == nil {
 		p.unreserve()
 		return false
 	}
 	p.starting++
+	home := loop.Responses()
+	p.startingOn = append(p.startingOn, home)
 	p.parent.wg.Add(1)
 	go func() {
 		defer p.parent.wg.Done()
 		s, err := connect(p)
 		p.mu.Lock()
 		p.starting--
+		i := slices.Index(p.startingOn, home)
+		p.startingOn = slices.Delete(p.startingOn, i, i+1)
 		waiters := p.preparing
 		p.preparing = nil
 		if err != nil {
@@ -313,7 +337,7 @@ func (p *Pool) startLocked() bool {
 			}
 			return
 		}
-		s.loop, s.home = loop, loop.Responses()
+		s.loop, s.home = loop, home
 		s.idleSince.Store(queue.Nanotime()) // counts as idle until it takes a client
 		p.servers[s] = struct{}{}
 		p.recordStart(s)

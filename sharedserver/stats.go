@@ -142,6 +142,7 @@ type ServerSnapshot struct {
 	Local       net.Addr
 	Remote      net.Addr
 	TLSVersion  string // "" for plaintext
+	Dispatcher  int    // the ID of the dispatcher whose loop it runs on
 	// CloseNeeded: RECONNECT, RELOAD or the idle timeout retired it; it
 	// closes once its client lets it go.
 	CloseNeeded bool
@@ -212,7 +213,7 @@ func (p *Pool) snapshot() PoolSnapshot {
 
 func (s *Server) snapshot(now int64) ServerSnapshot {
 	ss := ServerSnapshot{PID: s.pid, State: ServerIdle, Totals: s.stats.totals(), Born: s.stats.born,
-		Local: s.local, Remote: s.remote, TLSVersion: s.tlsVersion, CloseNeeded: s.quitting.Load()}
+		Local: s.local, Remote: s.remote, TLSVersion: s.tlsVersion, CloseNeeded: s.quitting.Load(), Dispatcher: s.loop.ID()}
 	ss.Busy = ss.QueryTime
 	start, ready := s.stats.reqStart.Load(), s.stats.lastReady.Load()
 	if start != 0 {
