@@ -39,8 +39,10 @@ func (cc *clientConn) await(start func(answer func(then func() gnet.Action))) gn
 	var state atomic.Int32 // 0 = in start, 1 = returned, 2 = answered inline
 	var inline func() gnet.Action
 	start(func(then func() gnet.Action) {
+		// Written before the CAS that publishes it: the loop reads it only
+		// after seeing state 2.
+		inline = then
 		if state.CompareAndSwap(0, 2) {
-			inline = then
 			return
 		}
 		cc.d.run(func() {
