@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/sharedserver"
 )
 
 // The admin console's process controlling commands: KILL, KILL_CLIENT,
@@ -284,13 +285,8 @@ func TestAdminSetPerDatabase(t *testing.T) {
 	queryString(t, simpleClient(t, p, "postgres", "other_db"), "SELECT 'x'")
 	// One server, or two when a request went to the first one on another
 	// dispatcher and the pool opened one on the client's (growOn).
-	waitCount(t, "postgres servers starting", 0, 5*time.Second, func() int {
-		for _, pool := range p.pools.Snapshot().Pools {
-			if pool.Database == "postgres" {
-				return pool.Starting
-			}
-		}
-		return 0
+	waitCount(t, "servers starting", 0, 5*time.Second, func() int {
+		return int(p.poolSum(func(s sharedserver.PoolSnapshot) int64 { return int64(s.Starting) }))
 	})
 	before := serversOf(t, p, "postgres")
 	if before == 0 {

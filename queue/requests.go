@@ -69,10 +69,10 @@ func (q *RequestQueue) handOff(c *Client, from *ResponseQueue) bool {
 	if n == 0 {
 		return false
 	}
-	i := n - 1
+	i, own := n-1, false
 	for j := n - 1; j >= 0 && from != nil; j-- {
 		if q.waiters[j].Home() == from {
-			i = j
+			i, own = j, true
 			break
 		}
 	}
@@ -80,7 +80,7 @@ func (q *RequestQueue) handOff(c *Client, from *ResponseQueue) bool {
 	q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
 	q.mu.Unlock()
 	serve(w, c, from)
-	if h := w.Home(); from != nil && h != nil && h != from && q.OnElsewhere != nil {
+	if from != nil && !own && q.OnElsewhere != nil {
 		q.OnElsewhere(from)
 	}
 	return true

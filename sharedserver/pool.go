@@ -221,15 +221,14 @@ type Pool struct {
 	cfg    atomic.Pointer[config.PoolConfig] // Reload may replace it
 	log    *slog.Logger
 
-	mu       sync.Mutex
-	servers  map[*Server]struct{}
-	starting int
+	mu      sync.Mutex
+	servers map[*Server]struct{}
+	// starting holds the response queue of each opening server's loop.
+	starting []*queue.ResponseQueue
 	closed   bool
 	// params is the ParameterStatus set of the last server that logged in.
 	params    map[string]string
 	preparing []func(map[string]string, error)
-	// startingOn holds the response queue of each starting server's loop.
-	startingOn []*queue.ResponseQueue
 	// elsewhereAt is when growOn last looked for a loop without a server
 	// (a Nanotime reading; atomic, read without p.mu).
 	elsewhereAt atomic.Int64
@@ -263,7 +262,7 @@ type Pool struct {
 }
 
 func (p *Pool) keepMinimum() {
-	for !p.closed && !p.paused && !p.backingOff() && len(p.servers)+p.starting < p.conf().SharedServers && p.reserve() {
+	for !p.closed && !p.paused && !p.backingOff() && len(p.servers)+len(p.starting) < p.conf().SharedServers && p.reserve() {
 		if !p.startLocked() {
 			return
 		}
@@ -284,17 +283,15 @@ func (p *Pool) startOn(loop queue.Loop) bool {
 		p.unreserve()
 		return false
 	}
-	p.starting++
 	home := loop.Responses()
-	p.startingOn = append(p.startingOn, home)
+	p.starting = append(p.starting, home)
 	p.parent.wg.Add(1)
 	go func() {
 		defer p.parent.wg.Done()
 		s, err := connect(p)
 		p.mu.Lock()
-		p.starting--
-		i := slices.Index(p.startingOn, home)
-		p.startingOn = slices.Delete(p.startingOn, i, i+1)
+		i := slices.Index(p.starting, home)
+		p.starting = slices.Delete(p.starting, i, i+1)
 		waiters := p.preparing
 		p.preparing = nil
 		if err != nil {
@@ -305,7 +302,7 @@ func (p *Pool) startOn(loop queue.Loop) bool {
 				p.failingSince = time.Now()
 			}
 			p.loginErr, p.loginFailed = werr, time.Now()
-			alone := len(p.servers) == 0 && p.starting == 0
+			alone := len(p.servers) == 0 && len(p.starting) == 0
 			p.mu.Unlock()
 			pc := p.conf()
 			p.log.Error("could not open a backend connection; the pool opens none until server_login_retry has passed",
@@ -395,7 +392,7 @@ func (p *Pool) remove(s *Server) {
 func (p *Pool) closeIfEmpty() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.servers)+p.starting > 0 {
+	if len(p.servers)+len(p.starting) > 0 {
 		return false
 	}
 	p.closed = true
@@ -453,7 +450,7 @@ func (p *Pool) Prepare(done func(map[string]string, error)) {
 		return
 	}
 	p.preparing = append(p.preparing, done)
-	if p.starting == 0 && !p.closed {
+	if len(p.starting) == 0 && !p.closed {
 		if p.backingOff() {
 			p.failPreparing(p.loginFailedError())
 			return

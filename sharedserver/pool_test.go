@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/queue"
 )
 
 func mustParse(t *testing.T, toml string) *config.Config {
@@ -53,14 +54,14 @@ func TestDetachedPoolForgotten(t *testing.T) {
 	q.Leave()
 	pool := p.all()[0]
 	pool.mu.Lock()
-	pool.starting = 1 // a server still opening
+	pool.starting = []*queue.ResponseQueue{nil} // a server still opening
 	pool.mu.Unlock()
 	p.forgetDrained()
 	if draining() != 1 {
 		t.Fatal("a detached pool with a server opening was forgotten")
 	}
 	pool.mu.Lock()
-	pool.starting = 0
+	pool.starting = nil
 	pool.mu.Unlock()
 
 	p.forgetDrained()

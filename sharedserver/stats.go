@@ -197,7 +197,7 @@ func (p *Pool) snapshot() PoolSnapshot {
 	for s := range p.servers {
 		servers = append(servers, s)
 	}
-	ps.Starting, ps.Started, ps.Terminated, ps.HighWater = p.starting, p.started, p.terminated, p.highWater
+	ps.Starting, ps.Started, ps.Terminated, ps.HighWater = len(p.starting), p.started, p.terminated, p.highWater
 	ps.LoginFailures = p.loginFailures
 	ps.Totals = p.retired
 	p.mu.Unlock()
