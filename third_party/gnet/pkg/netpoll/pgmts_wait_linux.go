@@ -13,13 +13,24 @@ package netpoll
 // transaction. So a loop waits in two ways:
 //
 //   - busy: while events keep coming, a raw epoll_wait (no scheduler
-//     bookkeeping, the P kept), for at most parkAfter;
-//   - parked: after parkAfter without events, the loop's epoll set joins a
-//     gate epoll set registered with the Go runtime's poller, and the loop
-//     goroutine parks there like any goroutine waiting on a socket. Its P
-//     is free, sysmon may sleep, and the runtime's poller wakes the loop
-//     without a system call of the loop's own. The set leaves the gate
-//     when the loop wakes, so busy waits never wake the runtime's poller.
+//     bookkeeping, the P kept) with no timeout;
+//   - parked: once idle, the loop's epoll set joins a gate epoll set
+//     registered with the Go runtime's poller, and the loop goroutine parks
+//     there like any goroutine waiting on a socket. Its P is free, sysmon
+//     may sleep, and the runtime's poller wakes the loop without a system
+//     call of the loop's own. The set leaves the gate when the loop wakes,
+//     so busy waits never wake the runtime's poller.
+//
+// What ends an idle busy wait is sysmon: a goroutine that has held its P
+// for 10 ms without being rescheduled gets a preemption signal, which
+// interrupts epoll_wait (EINTR), and the loop then parks. A loop that is
+// not idle yields to the scheduler every 5 ms (Polling), so sysmon leaves
+// it alone. A timeout on the busy wait would serve too, but it is not
+// free: with a 5 ms one, every wait that slept armed and cancelled a
+// kernel timer, about 1.2 µs more CPU per transaction at one client on
+// the VMs pgmts is benchmarked on (2 ms: 4-5 µs). With asynchronous
+// preemption off (GODEBUG=asyncpreemptoff=1) no signal comes, and an idle
+// loop keeps its P until its next event.
 
 import (
 	"os"
@@ -32,9 +43,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// parkAfter is how long a loop waits for events holding its P. It is not
-// below the kernel's 4 ms tick: with a 2 ms timeout every blocking wait
-// programmed a timer, 4-5 µs more CPU per transaction at one client.
+// parkAfter is how long a loop that found no busy slot waits through the
+// scheduler before it parks.
 const parkAfter = 5 * time.Millisecond
 
 // busyWaiters counts the loops in a busy wait. Each holds a P, so they are
@@ -98,16 +108,20 @@ func (w *waiter) pollNow(uintptr) bool {
 // wait returns the next events; parked reports that the loop goroutine
 // was parked (and so rescheduled) on the way.
 func (w *waiter) wait(events []unix.EpollEvent) (n int, parked bool, err error) {
-	msec := int(parkAfter / time.Millisecond)
 	if busyWaiters.Add(1) <= w.maxBusy {
-		n, err = epollWaitRaw(w.fd, events, msec)
+		n, err = epollWaitRaw(w.fd, events, -1)
 		busyWaiters.Add(-1)
+		if err != unix.EINTR {
+			return n, false, err
+		}
+		// Almost always sysmon preempting a loop idle for 10 ms; any other
+		// signal costs a park and a wake-up at most.
 	} else {
 		busyWaiters.Add(-1)
-		n, err = unix.EpollWait(w.fd, events, msec)
-	}
-	if n != 0 || err != nil {
-		return n, false, err
+		n, err = unix.EpollWait(w.fd, events, int(parkAfter/time.Millisecond))
+		if n != 0 || err != nil {
+			return n, false, err
+		}
 	}
 	n, err = w.park(events)
 	return n, true, err

@@ -58,10 +58,11 @@ func testWaitWakes(t *testing.T) {
 		})
 	}()
 
-	// Pauses around parkAfter: events land in a busy wait, right as it
-	// times out, and on a parked loop.
+	// Pauses around parkAfter (a wait through the scheduler times out and
+	// parks) and past sysmon's 10 ms (it interrupts a busy wait, which
+	// parks): events land in a wait, right as it ends, and on a parked loop.
 	pauses := []time.Duration{0, time.Millisecond, parkAfter - time.Millisecond, parkAfter,
-		parkAfter + time.Millisecond, 3 * parkAfter}
+		parkAfter + time.Millisecond, 3 * parkAfter, 25 * time.Millisecond}
 	for i := 0; i < 120; i++ {
 		time.Sleep(pauses[i%len(pauses)])
 		if _, err := unix.Write(fds[1], []byte("x")); err != nil {
@@ -76,9 +77,16 @@ func testWaitWakes(t *testing.T) {
 		}
 	}
 
-	// Idle, the loop goroutine waits on the runtime's poller.
-	time.Sleep(3 * parkAfter)
-	if stacks := allStacks(); !strings.Contains(stacks, "[IO wait]:\n") || !strings.Contains(stacks, "(*waiter).park") {
+	// Idle, the loop goroutine ends up waiting on the runtime's poller: a
+	// busy wait once sysmon interrupts it, 10 to 20 ms in (given time here
+	// for a slow, raced run).
+	var stacks string
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(parkAfter) {
+		if stacks = allStacks(); strings.Contains(stacks, "[IO wait]:\n") && strings.Contains(stacks, "(*waiter).park") {
+			break
+		}
+	}
+	if !strings.Contains(stacks, "[IO wait]:\n") || !strings.Contains(stacks, "(*waiter).park") {
 		t.Fatalf("an idle loop is not parked on the runtime's poller:\n%s", stacks)
 	}
 
