@@ -29,12 +29,14 @@ package netpoll
 // free: with a 5 ms one, every wait that slept armed and cancelled a
 // kernel timer, about 1.2 µs more CPU per transaction at one client on
 // the VMs pgmts is benchmarked on (2 ms: 4-5 µs). With asynchronous
-// preemption off (GODEBUG=asyncpreemptoff=1) no signal comes, and an idle
-// loop keeps its P until its next event.
+// preemption off (GODEBUG=asyncpreemptoff=1) no signal comes, so busy
+// waits keep a parkAfter timeout: otherwise an idle loop would keep its
+// P, and a stop-the-world would wait for the loop's next event.
 
 import (
 	"os"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -46,6 +48,28 @@ import (
 // parkAfter is how long a loop that found no busy slot waits through the
 // scheduler before it parks.
 const parkAfter = 5 * time.Millisecond
+
+// busyTimeout is a busy wait's timeout in milliseconds: none (-1), or
+// parkAfter with asynchronous preemption off.
+var busyTimeout = func() int {
+	if asyncPreemptOff(os.Getenv("GODEBUG")) {
+		return int(parkAfter / time.Millisecond)
+	}
+	return -1
+}()
+
+// asyncPreemptOff reports whether a GODEBUG value turns asynchronous
+// preemption off (the last asyncpreemptoff setting counts, as in the
+// runtime).
+func asyncPreemptOff(godebug string) bool {
+	off := false
+	for _, kv := range strings.Split(godebug, ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == "asyncpreemptoff" {
+			off = v == "1"
+		}
+	}
+	return off
+}
 
 // busyWaiters counts the loops in a busy wait. Each holds a P, so they are
 // kept below GOMAXPROCS: the rest of the process always has a P. A loop
@@ -109,13 +133,14 @@ func (w *waiter) pollNow(uintptr) bool {
 // was parked (and so rescheduled) on the way.
 func (w *waiter) wait(events []unix.EpollEvent) (n int, parked bool, err error) {
 	if busyWaiters.Add(1) <= w.maxBusy {
-		n, err = epollWaitRaw(w.fd, events, -1)
+		n, err = epollWaitRaw(w.fd, events, busyTimeout)
 		busyWaiters.Add(-1)
-		if err != unix.EINTR {
+		if err != unix.EINTR && (n != 0 || err != nil) {
 			return n, false, err
 		}
-		// Almost always sysmon preempting a loop idle for 10 ms; any other
-		// signal costs a park and a wake-up at most.
+		// Interrupted: almost always sysmon preempting a loop idle for
+		// 10 ms (any other signal costs a park and a wake-up at most); or
+		// timed out.
 	} else {
 		busyWaiters.Add(-1)
 		n, err = unix.EpollWait(w.fd, events, int(parkAfter/time.Millisecond))

@@ -112,3 +112,20 @@ func allStacks() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// pgmts: busy waits keep a timeout only when no preemption signal would end
+// them.
+func TestAsyncPreemptOff(t *testing.T) {
+	for godebug, want := range map[string]bool{
+		"":                                    false,
+		"asyncpreemptoff=1":                   true,
+		"gctrace=1,asyncpreemptoff=1":         true,
+		"asyncpreemptoff=1,asyncpreemptoff=0": false,
+		"asyncpreemptoff=0":                   false,
+		"xasyncpreemptoff=1":                  false,
+	} {
+		if got := asyncPreemptOff(godebug); got != want {
+			t.Errorf("asyncPreemptOff(%q) = %v, want %v", godebug, got, want)
+		}
+	}
+}
