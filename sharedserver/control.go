@@ -77,7 +77,7 @@ func (p *Pool) grow() {
 		// to wait for hear why now.
 		var waiting []*queue.Client
 		var werr *wire.Error
-		if len(p.servers)+len(p.starting) == 0 {
+		if p.size() == 0 {
 			if waiting = p.q.Requests.Drain(); len(waiting) > 0 {
 				werr = p.loginFailedError()
 			}
@@ -89,7 +89,7 @@ func (p *Pool) grow() {
 		return
 	}
 	defer p.mu.Unlock()
-	if p.closed || p.paused || len(p.servers)+len(p.starting) >= p.conf().MaxSharedServers {
+	if p.closed || p.paused || p.size() >= p.conf().MaxSharedServers {
 		return
 	}
 	st := p.q.Requests.Stats() // lock order: pool, then queue
@@ -102,7 +102,7 @@ func (p *Pool) grow() {
 	if st.Waiting <= covered {
 		return
 	}
-	if wait := p.conf().ScaleUpWait - st.OldestWait; wait > 0 && len(p.servers)+len(p.starting) > 0 {
+	if wait := p.conf().ScaleUpWait - st.OldestWait; wait > 0 && p.size() > 0 {
 		if p.growTimer == nil {
 			p.growTimer = time.AfterFunc(wait, func() {
 				p.mu.Lock()
@@ -113,7 +113,7 @@ func (p *Pool) grow() {
 		}
 		return
 	}
-	for n := st.Waiting - covered; n > 0 && len(p.servers)+len(p.starting) < p.conf().MaxSharedServers; n-- {
+	for n := st.Waiting - covered; n > 0 && p.size() < p.conf().MaxSharedServers; n-- {
 		if !p.reserve() {
 			p.log.Debug("requests wait, but max_db_connections or max_user_connections is reached",
 				"max_db_connections", p.conf().MaxDBConnections, "max_user_connections", p.conf().MaxUserConnections)
@@ -144,7 +144,7 @@ func (p *Pool) growOn(from *queue.ResponseQueue) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || p.paused || p.backingOff() || len(p.servers)+len(p.starting) >= p.conf().MaxSharedServers ||
+	if p.closed || p.paused || p.backingOff() || p.size() >= p.conf().MaxSharedServers ||
 		slices.Contains(p.starting, from) {
 		return
 	}
@@ -157,7 +157,7 @@ func (p *Pool) growOn(from *queue.ResponseQueue) {
 	if loop == nil || !p.reserve() {
 		return
 	}
-	p.log.Debug("opening a server on a dispatcher that has none, for its clients", "servers", len(p.servers)+len(p.starting))
+	p.log.Debug("opening a server on a dispatcher that has none, for its clients", "servers", p.size())
 	p.startOn(loop)
 }
 
@@ -327,8 +327,11 @@ func (p *Pools) WaitClose(ctx context.Context, db string) error {
 func (p *Pool) open() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.servers) + len(p.starting)
+	return p.size()
 }
+
+// size is open with p.mu held.
+func (p *Pool) size() int { return len(p.servers) + len(p.starting) }
 
 // closing counts the pool's retired servers that are still open.
 func (p *Pool) closing() int {

@@ -262,7 +262,7 @@ type Pool struct {
 }
 
 func (p *Pool) keepMinimum() {
-	for !p.closed && !p.paused && !p.backingOff() && len(p.servers)+len(p.starting) < p.conf().SharedServers && p.reserve() {
+	for !p.closed && !p.paused && !p.backingOff() && p.size() < p.conf().SharedServers && p.reserve() {
 		if !p.startLocked() {
 			return
 		}
@@ -302,7 +302,7 @@ func (p *Pool) startOn(loop queue.Loop) bool {
 				p.failingSince = time.Now()
 			}
 			p.loginErr, p.loginFailed = werr, time.Now()
-			alone := len(p.servers) == 0 && len(p.starting) == 0
+			alone := p.size() == 0
 			p.mu.Unlock()
 			pc := p.conf()
 			p.log.Error("could not open a backend connection; the pool opens none until server_login_retry has passed",
@@ -392,7 +392,7 @@ func (p *Pool) remove(s *Server) {
 func (p *Pool) closeIfEmpty() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.servers)+len(p.starting) > 0 {
+	if p.size() > 0 {
 		return false
 	}
 	p.closed = true
