@@ -171,6 +171,9 @@ func (c *conn) write(data []byte) (n int, err error) {
 		_, _ = c.outboundBuffer.Write(data)
 		return
 	}
+	if !isET && c.queueWrite(data) { // pgmts: see pgmts_sendbatch_linux.go
+		return
+	}
 
 	defer func() {
 		if err != nil {
@@ -218,6 +221,9 @@ func (c *conn) writev(bs [][]byte) (n int, err error) {
 	// of network packets.
 	if !c.outboundBuffer.IsEmpty() {
 		_, _ = c.outboundBuffer.Writev(bs)
+		return
+	}
+	if !isET && c.queueWritev(bs, n) { // pgmts: see pgmts_sendbatch_linux.go
 		return
 	}
 

@@ -47,6 +47,7 @@ type eventloop struct {
 	buffer       []byte            // read packet buffer whose capacity is set by user, default value is 64KB
 	connections  connMatrix        // loop connections storage
 	eventHandler EventHandler      // user eventHandler
+	sends        *sendBatch        // writes sent together (pgmts: see pgmts_sendbatch_linux.go), or nil
 }
 
 func (el *eventloop) Register(ctx context.Context, addr net.Addr) (<-chan RegisteredResult, error) {
@@ -312,6 +313,12 @@ const iovMax = 1024
 
 func (el *eventloop) write(c *conn) error {
 	if c.outboundBuffer.IsEmpty() {
+		// pgmts: polled for writes with nothing to write (a batched write
+		// queued while reads were paused or resumed has gone out since):
+		// a level-triggered loop would be woken again and again.
+		if !el.engine.opts.EdgeTriggeredIO {
+			return c.pollRead()
+		}
 		return nil
 	}
 

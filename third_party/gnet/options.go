@@ -157,12 +157,25 @@ type Options struct {
 	// 1MB is used. The value of EdgeTriggeredIOChunk must be a power of 2,
 	// otherwise, it will be rounded up to the nearest power of 2.
 	EdgeTriggeredIOChunk int
+
+	// SendBatching (pgmts) sends the small writes a level-triggered loop
+	// makes while it handles one wake-up with several events together,
+	// with one io_uring_enter, before the loop waits again (Linux; where
+	// io_uring cannot be used, each write is sent on its own as before).
+	SendBatching bool
 }
 
 // WithOptions sets up all options.
 func WithOptions(options Options) Option {
 	return func(opts *Options) {
 		*opts = options
+	}
+}
+
+// WithSendBatching (pgmts) sets SendBatching.
+func WithSendBatching(batch bool) Option {
+	return func(opts *Options) {
+		opts.SendBatching = batch
 	}
 }
 

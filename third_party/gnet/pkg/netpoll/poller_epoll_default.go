@@ -59,8 +59,19 @@ type Poller struct {
 	clock      func() int64
 	onBatch    func(events int, now int64)
 	onBatchEnd func()
+	// pgmts: see SetSendHooks.
+	sendStart func(events int)
+	sendFlush func()
 
 	waiter waiter // pgmts: see pgmts_wait_linux.go
+}
+
+// SetSendHooks (pgmts) has Polling call start with the number of events
+// each epoll_wait returned, before anything else handles them, and flush
+// before each wait: the loop's writes of one wake-up may be sent together
+// (see gnet's pgmts_sendbatch_linux.go). Call it before Polling.
+func (p *Poller) SetSendHooks(start func(events int), flush func()) {
+	p.sendStart, p.sendFlush = start, flush
 }
 
 // SetBatchHooks (pgmts) has Polling read clock (monotonic nanoseconds)
@@ -163,6 +174,9 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 	}
 	yielded := clock()
 	for {
+		if p.sendFlush != nil {
+			p.sendFlush() // pgmts: the last wake-up's batched writes
+		}
 		// pgmts: a wait that parks the loop goroutine once idle
 		// (pgmts_wait_linux.go), and a yield to the Go scheduler every
 		// yieldEvery instead of on every empty poll; see
@@ -182,6 +196,9 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 			return err
 		}
 
+		if p.sendStart != nil {
+			p.sendStart(n)
+		}
 		if p.onBatch != nil {
 			p.onBatch(n, now)
 		}
