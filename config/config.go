@@ -51,7 +51,7 @@ type Global struct {
 	UnixSocketDir   string        `toml:"unix_socket_dir"`  // "" = no unix socket
 	UnixSocketMode  string        `toml:"unix_socket_mode"` // octal, e.g. "0777"
 	Dispatchers     int           `toml:"dispatchers"`      // 0 = one per two CPUs (DispatcherCount)
-	BatchSends      bool          `toml:"batch_sends"`      // a dispatcher's writes of one wake-up in one io_uring_enter
+	IOUring         bool          `toml:"io_uring"`         // batch a dispatcher's socket reads and writes through io_uring
 	MaxClientConn   int           `toml:"max_client_conn"`
 	AuthType        string        `toml:"auth_type"`     // trust | plain | md5 | scram-sha-256 | hba
 	AuthFile        string        `toml:"auth_file"`     // PgBouncer userlist.txt format; "" = none
@@ -134,7 +134,7 @@ func Default() Config {
 		Pgmts: Global{
 			Listen:             "127.0.0.1:6432",
 			UnixSocketMode:     "0777",
-			BatchSends:         true,
+			IOUring:            true,
 			MaxClientConn:      10000,
 			AuthType:           "scram-sha-256",
 			AdminUsers:         []string{"pgmts"},

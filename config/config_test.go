@@ -31,7 +31,7 @@ func TestDefaults(t *testing.T) {
 		g.Dispatchers != 0 || g.MaxClientConn != 10000 || g.AuthType != "scram-sha-256" ||
 		!reflect.DeepEqual(g.AdminUsers, []string{"pgmts"}) || g.MetricsListen != "127.0.0.1:9127" ||
 		g.LogLevel != "info" || g.LogFormat != "text" || g.MaxPacketSize != 268435456 ||
-		g.ShutdownTimeout != 30*time.Second || !g.BatchSends {
+		g.ShutdownTimeout != 30*time.Second || !g.IOUring {
 		t.Errorf("[pgmts] defaults: %+v", g)
 	}
 	if p.Mode != "transaction" || p.SharedServers != 0 || p.MaxSharedServers != 20 ||
@@ -412,13 +412,13 @@ password = "x"
 
 func TestLive(t *testing.T) {
 	old := mustParse(t, "[pgmts]\nlisten = \"127.0.0.1:6432\"\nlog_format = \"text\"\n")
-	cur := mustParse(t, "[pgmts]\nlisten = \"127.0.0.1:7000\"\nbatch_sends = false\nlog_format = \"json\"\nlog_level = \"debug\"\n")
+	cur := mustParse(t, "[pgmts]\nlisten = \"127.0.0.1:7000\"\nio_uring = false\nlog_format = \"json\"\nlog_level = \"debug\"\n")
 	live, kept := Live(old, cur)
-	if want := []string{"pgmts.listen", "pgmts.batch_sends", "pgmts.log_format"}; !slices.Equal(kept, want) {
+	if want := []string{"pgmts.listen", "pgmts.io_uring", "pgmts.log_format"}; !slices.Equal(kept, want) {
 		t.Fatalf("kept %q, want %q", kept, want)
 	}
 	if live.Pgmts.Listen != "127.0.0.1:6432" || live.Pgmts.LogFormat != "text" || live.Pgmts.LogLevel != "debug" ||
-		!live.Pgmts.BatchSends {
+		!live.Pgmts.IOUring {
 		t.Fatalf("live = %+v", live.Pgmts)
 	}
 	if cur.Pgmts.Listen != "127.0.0.1:7000" {

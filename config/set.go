@@ -95,7 +95,7 @@ func RestartOnly(key string) bool { return slices.Contains(restartOnly, key) }
 
 // restartOnly are the settings a running pgmts cannot change (see Live).
 var restartOnly = []string{"pgmts.listen", "pgmts.unix_socket_dir", "pgmts.unix_socket_mode",
-	"pgmts.metrics_listen", "pgmts.debug_pprof", "pgmts.log_format", "pgmts.batch_sends"}
+	"pgmts.metrics_listen", "pgmts.debug_pprof", "pgmts.log_format", "pgmts.io_uring"}
 
 func setField(f reflect.Value, value string) error {
 	switch {

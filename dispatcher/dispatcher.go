@@ -80,7 +80,7 @@ func (d *Dispatcher) start(addrs []string, reusePort bool) error {
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(gnetLogger{d.log}),
 			gnet.WithTicker(true), // client_login_timeout may be set by a reload
-			gnet.WithSendBatching(d.g.cfg().Pgmts.BatchSends),
+			gnet.WithIOBatching(d.g.cfg().Pgmts.IOUring),
 			// Register (handing a client over) reads the balancer from
 			// other goroutines; round robin's counter would race.
 			gnet.WithLoadBalancing(gnet.LeastConnections),

@@ -47,7 +47,7 @@ type eventloop struct {
 	buffer       []byte            // read packet buffer whose capacity is set by user, default value is 64KB
 	connections  connMatrix        // loop connections storage
 	eventHandler EventHandler      // user eventHandler
-	sends        *sendBatch        // writes sent together (pgmts: see pgmts_sendbatch_linux.go), or nil
+	batch        *ioBatch          // a wake-up's reads and writes, batched (pgmts: see pgmts_iobatch_linux.go), or nil
 }
 
 func (el *eventloop) Register(ctx context.Context, addr net.Addr) (<-chan RegisteredResult, error) {
@@ -264,8 +264,19 @@ func (el *eventloop) read(c *conn) error {
 	var recv int
 	isET := el.engine.opts.EdgeTriggeredIO
 	chunk := el.engine.opts.EdgeTriggeredIOChunk
+	more := false // pgmts: a batched read filled its slot, so read on
 loop:
-	n, err := gio.Read(c.fd, el.buffer)
+	var n int
+	var err error
+	if got, full, ok := el.batchedRead(c); ok { // pgmts: see pgmts_iobatch_linux.go
+		n, more = got, full
+		if n < 0 {
+			n, err = 0, unix.Errno(-n)
+		}
+	} else {
+		n, err = gio.Read(c.fd, el.buffer)
+		more = false
+	}
 	if err != nil || n == 0 {
 		if err == unix.EAGAIN {
 			return nil
@@ -289,7 +300,7 @@ loop:
 	_, _ = c.inboundBuffer.Write(c.latest())
 	c.setLatest(0)
 
-	if c.isEOF || (isET && recv < chunk) {
+	if c.isEOF || more || (isET && recv < chunk) {
 		goto loop
 	}
 

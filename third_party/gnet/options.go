@@ -158,11 +158,11 @@ type Options struct {
 	// otherwise, it will be rounded up to the nearest power of 2.
 	EdgeTriggeredIOChunk int
 
-	// SendBatching (pgmts) sends the small writes a level-triggered loop
-	// makes while it handles one wake-up with several events together,
-	// with one io_uring_enter, before the loop waits again (Linux; where
-	// io_uring cannot be used, each write is sent on its own as before).
-	SendBatching bool
+	// IOBatching (pgmts) makes the socket reads and the small writes of a
+	// level-triggered loop's wake-up with several events together, each
+	// kind with one io_uring_enter (Linux; where io_uring cannot be used,
+	// each is a system call of its own, as upstream).
+	IOBatching bool
 }
 
 // WithOptions sets up all options.
@@ -172,10 +172,10 @@ func WithOptions(options Options) Option {
 	}
 }
 
-// WithSendBatching (pgmts) sets SendBatching.
-func WithSendBatching(batch bool) Option {
+// WithIOBatching (pgmts) sets IOBatching.
+func WithIOBatching(batch bool) Option {
 	return func(opts *Options) {
-		opts.SendBatching = batch
+		opts.IOBatching = batch
 	}
 }
 

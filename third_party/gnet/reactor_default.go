@@ -66,7 +66,7 @@ func (el *eventloop) orbit() error {
 	if h, ok := el.eventHandler.(BatchHandler); ok {
 		el.poller.SetBatchHooks(h.Clock, h.OnBatch, h.OnBatchEnd)
 	}
-	el.openSends()
+	el.openBatch()
 
 	err := el.poller.Polling(func(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) error {
 		c := el.connections.getConn(fd)
@@ -89,7 +89,7 @@ func (el *eventloop) orbit() error {
 		el.getLogger().Errorf("event-loop(%d) is exiting due to error: %v", el.idx, err)
 	}
 
-	el.closeSends()
+	el.closeBatch()
 	el.closeConns()
 	el.engine.shutdown(err)
 
@@ -104,7 +104,7 @@ func (el *eventloop) run() error {
 	if h, ok := el.eventHandler.(BatchHandler); ok {
 		el.poller.SetBatchHooks(h.Clock, h.OnBatch, h.OnBatchEnd)
 	}
-	el.openSends()
+	el.openBatch()
 
 	err := el.poller.Polling(func(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) error {
 		c := el.connections.getConn(fd)
@@ -130,7 +130,7 @@ func (el *eventloop) run() error {
 		el.getLogger().Errorf("event-loop(%d) is exiting due to error: %v", el.idx, err)
 	}
 
-	el.closeSends()
+	el.closeBatch()
 	el.closeConns()
 	el.engine.shutdown(err)
 

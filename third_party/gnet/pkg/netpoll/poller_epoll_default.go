@@ -59,19 +59,19 @@ type Poller struct {
 	clock      func() int64
 	onBatch    func(events int, now int64)
 	onBatchEnd func()
-	// pgmts: see SetSendHooks.
-	sendStart func(events int)
-	sendFlush func()
+	// pgmts: see SetIOBatchHooks.
+	batchStart func(events []unix.EpollEvent)
+	batchFlush func()
 
 	waiter waiter // pgmts: see pgmts_wait_linux.go
 }
 
-// SetSendHooks (pgmts) has Polling call start with the number of events
+// SetIOBatchHooks (pgmts) has Polling call start with the number of events
 // each epoll_wait returned, before anything else handles them, and flush
 // before each wait: the loop's writes of one wake-up may be sent together
-// (see gnet's pgmts_sendbatch_linux.go). Call it before Polling.
-func (p *Poller) SetSendHooks(start func(events int), flush func()) {
-	p.sendStart, p.sendFlush = start, flush
+// (see gnet's pgmts_iobatch_linux.go). Call it before Polling.
+func (p *Poller) SetIOBatchHooks(start func(events []unix.EpollEvent), flush func()) {
+	p.batchStart, p.batchFlush = start, flush
 }
 
 // SetBatchHooks (pgmts) has Polling read clock (monotonic nanoseconds)
@@ -174,8 +174,8 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 	}
 	yielded := clock()
 	for {
-		if p.sendFlush != nil {
-			p.sendFlush() // pgmts: the last wake-up's batched writes
+		if p.batchFlush != nil {
+			p.batchFlush() // pgmts: the last wake-up's batched writes
 		}
 		// pgmts: a wait that parks the loop goroutine once idle
 		// (pgmts_wait_linux.go), and a yield to the Go scheduler every
@@ -196,8 +196,8 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 			return err
 		}
 
-		if p.sendStart != nil {
-			p.sendStart(n)
+		if p.batchStart != nil {
+			p.batchStart(el.events[:n])
 		}
 		if p.onBatch != nil {
 			p.onBatch(n, now)

@@ -143,3 +143,42 @@ func TestSendmsgNeverWaits(t *testing.T) {
 		t.Errorf("send to a full socket: result %d, want -EAGAIN or a short count", res)
 	}
 }
+
+// TestRecv reads what waits on one socket and finds nothing on another:
+// an empty socket ends the call at once, with -EAGAIN.
+func TestRecv(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	r := newRing(t, 4)
+	full, fullPeer := pair(t, ln)
+	empty, _ := pair(t, ln)
+	if _, err := fullPeer.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // loopback delivers at once; be sure
+	a, b := make([]byte, 64), make([]byte, 64)
+	res := map[uint64]int32{}
+	done := make(chan error, 1)
+	go func() {
+		r.Recv(full, a, 1)
+		r.Recv(empty, b, 2)
+		done <- r.Submit(func(tag uint64, n int32) { res[tag] = n })
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Submit waited for data on an empty socket")
+	}
+	if res[1] != 5 || string(a[:5]) != "hello" {
+		t.Errorf("receive: result %d, %q; want 5, \"hello\"", res[1], a[:5])
+	}
+	if res[2] != -int32(unix.EAGAIN) {
+		t.Errorf("receive on an empty socket: result %d, want -EAGAIN", res[2])
+	}
+}

@@ -3,11 +3,13 @@
 package gnet
 
 // pgmts: writes are batched by the default Linux loops only
-// (pgmts_sendbatch_linux.go).
+// (pgmts_iobatch_linux.go).
 
-type sendBatch struct{}
+type ioBatch struct{}
 
-func (el *eventloop) openSends()                   {}
-func (el *eventloop) closeSends()                  {}
+func (el *eventloop) openBatch()                   {}
+func (el *eventloop) closeBatch()                  {}
 func (c *conn) queueWrite([]byte) bool             { return false }
 func (c *conn) queueWritev(_ [][]byte, _ int) bool { return false }
+
+func (el *eventloop) batchedRead(*conn) (int, bool, bool) { return 0, false, false }
