@@ -3,6 +3,7 @@
 package gnet
 
 import (
+	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -128,14 +129,14 @@ func (b *ioBatch) start(events []unix.EpollEvent) {
 		b.ring.Recv(c.fd, b.buf[i*b.slot:(i+1)*b.slot], uint64(i))
 	}
 	if err := b.ring.Submit(b.gotten); err != nil {
-		// The ring failed: what was read is unknown, so these
-		// connections are closed, and later reads are plain ones.
-		el.getLogger().Errorf("event-loop(%d) stops batching reads and writes: %v", el.idx, err)
 		read := b.read
-		el.closeBatch()
-		for _, c := range read {
-			_ = el.close(c, err)
-		}
+		el.ringFailed(err)
+		if !errors.Is(err, uring.ErrNotRun) {
+			// What was read is unknown: these connections are closed.
+			for _, c := range read {
+				_ = el.close(c, err)
+			}
+		} // else nothing was read: the callbacks read as usual
 	}
 }
 
@@ -213,15 +214,17 @@ func (el *eventloop) flushWrites() {
 			}
 		}
 		if err := b.ring.Submit(b.sent); err != nil {
-			// The ring failed: nothing is known of these sends, so
-			// their connections are closed, and later writes go out at
-			// once.
-			el.getLogger().Errorf("event-loop(%d) stops batching reads and writes: %v", el.idx, err)
-			for _, c := range b.conns[first:last] {
-				_ = el.close(c, err)
+			el.ringFailed(err)
+			rest := b.conns[first:]
+			if !errors.Is(err, uring.ErrNotRun) {
+				// What these sends did is unknown: their connections
+				// are closed.
+				for _, c := range b.conns[first:last] {
+					_ = el.close(c, err)
+				}
+				rest = b.conns[last:]
 			}
-			el.closeBatch()
-			for _, c := range b.conns[last:] {
+			for _, c := range rest {
 				if c.opened && !c.outboundBuffer.IsEmpty() {
 					el.sendNow(c)
 				}
@@ -234,6 +237,13 @@ func (el *eventloop) flushWrites() {
 		b.conns[i] = nil
 	}
 	b.conns = b.conns[:0]
+}
+
+// ringFailed turns batching off after the ring failed: later reads and
+// writes are plain system calls.
+func (el *eventloop) ringFailed(err error) {
+	el.getLogger().Errorf("event-loop(%d) stops batching its socket reads and writes: %v", el.idx, err)
+	el.closeBatch()
 }
 
 // sendNow writes c's outbound buffer with a plain system call.

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -188,12 +190,16 @@ func TestBatchedWrites(t *testing.T) {
 }
 
 // echoer sends back what each connection sends; the first message it
-// gets holds the loop, so that the others are read in one batch.
+// gets holds the loop (and runs onHold, if set), so that the others are
+// read in one batch.
 type echoer struct {
 	BuiltinEventEngine
-	eng   chan Engine
-	held  atomic.Bool
-	batch atomic.Int32 // most reads one wake-up made together
+	eng        chan Engine
+	onHold     func()
+	held       atomic.Bool
+	batch      atomic.Int32 // most reads one wake-up made together
+	heldBatch  atomic.Bool  // the loop batched when the first message came
+	batchingOn atomic.Bool  // the loop batched at the last message
 }
 
 func (h *echoer) OnBoot(eng Engine) Action {
@@ -202,10 +208,16 @@ func (h *echoer) OnBoot(eng Engine) Action {
 }
 
 func (h *echoer) OnTraffic(c Conn) Action {
+	b := c.(*conn).loop.batch
 	if h.held.CompareAndSwap(false, true) {
+		h.heldBatch.Store(b != nil)
+		if h.onHold != nil {
+			h.onHold()
+		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	if b := c.(*conn).loop.batch; b != nil && int32(cap(b.read)) > h.batch.Load() {
+	h.batchingOn.Store(c.(*conn).loop.batch != nil)
+	if b != nil && int32(cap(b.read)) > h.batch.Load() {
 		h.batch.Store(int32(cap(b.read)))
 	}
 	data, _ := c.Next(-1)
@@ -257,5 +269,50 @@ func TestBatchedReads(t *testing.T) {
 	expectExactly(t, conns[:clients-1], msgs, func(int) time.Duration { return 0 })
 	if n := h.batch.Load(); n < 2 {
 		t.Skipf("at most %d reads were made together: io_uring is not usable here, or the messages came one per wake-up", n)
+	}
+}
+
+// TestRingFailure: a ring that stops working (its descriptor closed
+// while the loop is held) turns batching off for the loop; the batch it
+// refused is read and answered with plain system calls, and no client
+// notices.
+func TestRingFailure(t *testing.T) {
+	h := &echoer{eng: make(chan Engine, 1)}
+	h.onHold = func() {
+		fds, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range fds {
+			if link, _ := os.Readlink("/proc/self/fd/" + e.Name()); link == "anon_inode:[io_uring]" {
+				fd, _ := strconv.Atoi(e.Name())
+				_ = syscall.Close(fd)
+			}
+		}
+	}
+	addr := startEngine(t, h, h.eng, WithIOBatching(true))
+	const clients = 8
+	conns := make([]net.Conn, clients)
+	msgs := make([][]byte, clients)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i], msgs[i] = c, bytes.Repeat([]byte{byte(i + 1)}, 100+i)
+	}
+	time.Sleep(50 * time.Millisecond)
+	for i, c := range conns {
+		if _, err := c.Write(msgs[i]); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			time.Sleep(50 * time.Millisecond) // the loop is held by now
+		}
+	}
+	expectExactly(t, conns, msgs, func(int) time.Duration { return 0 })
+	if !h.heldBatch.Load() {
+		t.Skip("the loop did not batch to begin with: io_uring is not usable here")
+	}
+	if h.batchingOn.Load() {
+		t.Error("the loop still batches with a broken ring")
 	}
 }

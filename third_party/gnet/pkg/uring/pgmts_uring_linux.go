@@ -16,6 +16,8 @@
 package uring
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"sync/atomic"
 	"unsafe"
@@ -32,6 +34,10 @@ const (
 	offCQRing      = 0x8000000
 	offSQEs        = 0x10000000
 )
+
+// ErrNotRun is the error Submit wraps when the kernel refused the whole
+// batch: none of the operations ran, and the ring holds none of them.
+var ErrNotRun = errors.New("io_uring ran none of the operations")
 
 // MaxIov is the most buffers one Sendmsg takes; the rest wait for the next
 // send.
@@ -194,15 +200,18 @@ func (r *Ring) Recv(fd int, buf []byte, tag uint64) {
 // Submit runs what was queued, with one io_uring_enter (more only if a
 // signal interrupts it), and calls done with each operation's tag and
 // result: the bytes sent or received (0: the peer closed), or a negative
-// errno (-EAGAIN when the socket had no room, or no data). It returns an error only if the ring itself failed, after which
-// the sends' state is unknown. done must not call Submit.
+// errno (-EAGAIN when the socket had no room, or no data). It returns an
+// error only if the ring itself failed: one that wraps ErrNotRun if
+// nothing ran, else the operations' state is unknown. done must not call
+// Submit.
 func (r *Ring) Submit(done func(tag uint64, res int32)) error {
 	n := r.queued
 	if n == 0 {
 		return nil
 	}
 	r.queued = 0
-	atomic.StoreUint32(r.sqTail, atomic.LoadUint32(r.sqTail)+n)
+	tail := atomic.LoadUint32(r.sqTail)
+	atomic.StoreUint32(r.sqTail, tail+n)
 	toSubmit, waiting := n, n
 	for waiting > 0 {
 		// Raw: a non-blocking send never sleeps, and going through the
@@ -211,6 +220,11 @@ func (r *Ring) Submit(done func(tag uint64, res int32)) error {
 		submitted, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit),
 			uintptr(waiting), enterGetEvents, 0, 0)
 		if errno != 0 && errno != unix.EINTR {
+			if toSubmit == n && atomic.LoadUint32(r.sqHead) == tail {
+				// The kernel took none of them: take them back.
+				atomic.StoreUint32(r.sqTail, tail)
+				return fmt.Errorf("%w: %v", ErrNotRun, os.NewSyscallError("io_uring_enter", errno))
+			}
 			return os.NewSyscallError("io_uring_enter", errno)
 		}
 		if errno == 0 {

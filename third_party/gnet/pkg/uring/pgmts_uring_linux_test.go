@@ -4,8 +4,10 @@ package uring
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,5 +182,27 @@ func TestRecv(t *testing.T) {
 	}
 	if res[2] != -int32(unix.EAGAIN) {
 		t.Errorf("receive on an empty socket: result %d, want -EAGAIN", res[2])
+	}
+}
+
+// TestSubmitNotRun: when the kernel takes none of a batch (here the
+// ring's descriptor is gone), Submit says so and keeps none of it.
+func TestSubmitNotRun(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	r := newRing(t, 2)
+	fd, _ := pair(t, ln)
+	_ = unix.Close(r.fd)
+	r.Sendmsg(fd, [][]byte{[]byte("x")}, 1)
+	called := false
+	err = r.Submit(func(uint64, int32) { called = true })
+	if !errors.Is(err, ErrNotRun) || called || r.Queued() != 0 {
+		t.Fatalf("Submit on a closed ring: %v (called %v, %d queued); want ErrNotRun, no completion", err, called, r.Queued())
+	}
+	if head, tail := atomic.LoadUint32(r.sqHead), atomic.LoadUint32(r.sqTail); head != tail {
+		t.Errorf("the ring keeps %d operations the kernel never took", tail-head)
 	}
 }
