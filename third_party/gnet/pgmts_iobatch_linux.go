@@ -82,8 +82,8 @@ func (el *eventloop) openBatch() {
 	el.poller.SetIOBatchHooks(b.start, el.flushWrites)
 }
 
-// closeBatch stops batching (the loop is done polling; closing its
-// connections sends what they hold).
+// closeBatch stops batching: once the loop is done polling (closing its
+// connections then sends what they hold), or after the ring failed.
 func (el *eventloop) closeBatch() {
 	if b := el.batch; b != nil {
 		el.batch = nil
