@@ -106,7 +106,8 @@ type Ring struct {
 }
 
 // New opens a ring for up to entries operations per Submit (a power of
-// two).
+// two), once it has checked that this kernel runs them as Submit needs
+// (see neverWaits).
 // It fails where io_uring is missing or not allowed (old kernels,
 // kernel.io_uring_disabled, seccomp filters such as Docker's default).
 func New(entries uint32) (*Ring, error) {
@@ -126,7 +127,55 @@ func New(entries uint32) (*Ring, error) {
 	for i := range r.sqArray {
 		r.sqArray[i] = uint32(i) // slot i of the ring always names sqe i
 	}
+	if err := r.neverWaits(); err != nil {
+		_ = r.Close()
+		return nil, err
+	}
 	return r, nil
+}
+
+// neverWaits checks that a receive with no data and a send with no room
+// end at once with -EAGAIN, the behaviour Submit relies on (a kernel
+// that does not know IORING_OP_RECV, before 5.6, or that would wait for
+// the socket, fails it): both are submitted without waiting, and both
+// must have completed when the call returns. A socket pair serves, its
+// sending side filled first.
+func (r *Ring) neverWaits() error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("socketpair", err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := unix.Write(fds[0], chunk); err != nil {
+			break // full (EAGAIN)
+		}
+	}
+	r.Recv(fds[0], chunk, 0) // nothing was sent to fds[0]
+	r.Sendmsg(fds[0], [][]byte{chunk}, 1)
+	tail := atomic.LoadUint32(r.sqTail)
+	atomic.StoreUint32(r.sqTail, tail+r.queued)
+	r.queued = 0
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 2, 0, 0, 0, 0)
+	if errno != 0 {
+		return os.NewSyscallError("io_uring_enter", errno)
+	}
+	head := atomic.LoadUint32(r.cqHead)
+	done := atomic.LoadUint32(r.cqTail) - head
+	var res [2]int32
+	for i := uint32(0); i < done && i < 2; i++ {
+		c := r.cqes[(head+i)&r.cqMask]
+		res[c.userData&1] = c.res
+	}
+	atomic.StoreUint32(r.cqHead, head+done)
+	if done != 2 || res[0] != -int32(unix.EAGAIN) || res[1] != -int32(unix.EAGAIN) {
+		return fmt.Errorf("io_uring: a non-blocking receive and send on an idle socket pair gave %d completions (%d, %d), "+
+			"not two of -EAGAIN: this kernel's io_uring does not serve here", done, res[0], res[1])
+	}
+	return nil
 }
 
 func (r *Ring) mmap(p *params) (err error) {
