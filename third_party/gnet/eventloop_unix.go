@@ -264,19 +264,10 @@ func (el *eventloop) read(c *conn) error {
 	var recv int
 	isET := el.engine.opts.EdgeTriggeredIO
 	chunk := el.engine.opts.EdgeTriggeredIOChunk
-	more := false // pgmts: a batched read filled its slot, so read on
 loop:
-	var n int
-	var err error
-	if got, full, ok := el.batchedRead(c); ok { // pgmts: see pgmts_iobatch_linux.go
-		n, more = got, full
-		if n < 0 {
-			n, err = 0, unix.Errno(-n)
-		}
-	} else {
-		n, err = gio.Read(c.fd, el.buffer)
-		more = false
-	}
+	// pgmts: more reports that a batched read filled its slot, so read
+	// on (see pgmts_iobatch_linux.go).
+	n, more, err := el.recv(c)
 	if err != nil || n == 0 {
 		if err == unix.EAGAIN {
 			return nil

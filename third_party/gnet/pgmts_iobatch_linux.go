@@ -165,22 +165,29 @@ func (b *ioBatch) take(c *conn, into []byte) (n int, full, ok bool) {
 // queueWrite puts data in c's outbound buffer for the batch, if this
 // wake-up batches writes and c has nothing pending.
 func (c *conn) queueWrite(data []byte) bool {
-	b := c.loop.batch
-	if b == nil || !b.on || len(data) > batchedWriteMax {
+	if !c.joinBatch(len(data)) {
 		return false
 	}
 	_, _ = c.outboundBuffer.Write(data)
-	b.conns = append(b.conns, c)
 	return true
 }
 
-// queueWritev is queueWrite for several buffers.
+// queueWritev is queueWrite for several buffers, n bytes in all.
 func (c *conn) queueWritev(bs [][]byte, n int) bool {
+	if !c.joinBatch(n) {
+		return false
+	}
+	_, _ = c.outboundBuffer.Writev(bs)
+	return true
+}
+
+// joinBatch lists c for the batch's sends if a write of n bytes to it
+// waits for them.
+func (c *conn) joinBatch(n int) bool {
 	b := c.loop.batch
 	if b == nil || !b.on || n > batchedWriteMax {
 		return false
 	}
-	_, _ = c.outboundBuffer.Writev(bs)
 	b.conns = append(b.conns, c)
 	return true
 }
@@ -287,11 +294,18 @@ func (el *eventloop) sent(c *conn, res int) {
 	}
 }
 
-// batchedRead hands over c's read made at the start of the wake-up, if
-// there is one (see ioBatch.take), in the loop's read buffer.
-func (el *eventloop) batchedRead(c *conn) (n int, full, ok bool) {
+// recv reads c's socket into the loop's read buffer for eventloop.read:
+// the bytes read for it at the start of the wake-up, if there are some
+// (full: they filled their slot, so more may be waiting), else with recv.
+func (el *eventloop) recv(c *conn) (n int, full bool, err error) {
 	if b := el.batch; b != nil && b.next < len(b.read) {
-		return b.take(c, el.buffer)
+		if n, full, ok := b.take(c, el.buffer); ok {
+			if n < 0 {
+				return 0, false, unix.Errno(-n)
+			}
+			return n, full, nil
+		}
 	}
-	return 0, false, false
+	n, err = gio.Read(c.fd, el.buffer)
+	return n, false, err
 }

@@ -2,7 +2,9 @@
 
 package gnet
 
-// pgmts: writes are batched by the default Linux loops only
+import gio "github.com/panjf2000/gnet/v2/pkg/io"
+
+// pgmts: reads and writes are batched by the default Linux loops only
 // (pgmts_iobatch_linux.go).
 
 type ioBatch struct{}
@@ -12,4 +14,7 @@ func (el *eventloop) closeBatch()                  {}
 func (c *conn) queueWrite([]byte) bool             { return false }
 func (c *conn) queueWritev(_ [][]byte, _ int) bool { return false }
 
-func (el *eventloop) batchedRead(*conn) (int, bool, bool) { return 0, false, false }
+func (el *eventloop) recv(c *conn) (int, bool, error) {
+	n, err := gio.Read(c.fd, el.buffer)
+	return n, false, err
+}

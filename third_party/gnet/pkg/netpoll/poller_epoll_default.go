@@ -66,10 +66,10 @@ type Poller struct {
 	waiter waiter // pgmts: see pgmts_wait_linux.go
 }
 
-// SetIOBatchHooks (pgmts) has Polling call start with the number of events
-// each epoll_wait returned, before anything else handles them, and flush
-// before each wait: the loop's writes of one wake-up may be sent together
-// (see gnet's pgmts_iobatch_linux.go). Call it before Polling.
+// SetIOBatchHooks (pgmts) has Polling call start with the events each
+// epoll_wait returned, before anything else handles them, and flush
+// before each wait: a wake-up's socket reads and writes may be made
+// together (see gnet's pgmts_iobatch_linux.go). Call it before Polling.
 func (p *Poller) SetIOBatchHooks(start func(events []unix.EpollEvent), flush func()) {
 	p.batchStart, p.batchFlush = start, flush
 }

@@ -156,21 +156,19 @@ func (r *Ring) neverWaits() error {
 	}
 	r.Recv(fds[0], chunk, 0) // nothing was sent to fds[0]
 	r.Sendmsg(fds[0], [][]byte{chunk}, 1)
-	tail := atomic.LoadUint32(r.sqTail)
-	atomic.StoreUint32(r.sqTail, tail+r.queued)
-	r.queued = 0
-	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 2, 0, 0, 0, 0)
+	_, n := r.publish()
+	// Submitted without waiting: what has not completed by the return
+	// would have waited.
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
 	if errno != 0 {
 		return os.NewSyscallError("io_uring_enter", errno)
 	}
-	head := atomic.LoadUint32(r.cqHead)
-	done := atomic.LoadUint32(r.cqTail) - head
+	done := r.reap()
 	var res [2]int32
-	for i := uint32(0); i < done && i < 2; i++ {
-		c := r.cqes[(head+i)&r.cqMask]
+	for _, c := range r.results {
 		res[c.userData&1] = c.res
 	}
-	atomic.StoreUint32(r.cqHead, head+done)
+	r.results = r.results[:0]
 	if done != 2 || res[0] != -int32(unix.EAGAIN) || res[1] != -int32(unix.EAGAIN) {
 		return fmt.Errorf("io_uring: a non-blocking receive and send on an idle socket pair gave %d completions (%d, %d), "+
 			"not two of -EAGAIN: this kernel's io_uring does not serve here", done, res[0], res[1])
@@ -230,20 +228,43 @@ func (r *Ring) Sendmsg(fd int, bufs [][]byte, tag uint64) {
 		m.Iov = &iov[0]
 	}
 	m.Iovlen = uint64(len(iov))
-	slot := (atomic.LoadUint32(r.sqTail) + i) & r.sqMask
-	r.sqes[slot] = sqe{opcode: opSendmsg, fd: int32(fd), addr: uint64(uintptr(unsafe.Pointer(m))),
-		len: 1, msgFlags: unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL, userData: tag}
-	r.queued++
+	r.push(sqe{opcode: opSendmsg, fd: int32(fd), addr: uint64(uintptr(unsafe.Pointer(m))),
+		len: 1, msgFlags: unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL, userData: tag})
 }
 
 // Recv queues a non-blocking receive into buf from the socket fd; tag
 // comes back with its result. buf must stay untouched until Submit
 // returns. The caller keeps Queued below Cap.
 func (r *Ring) Recv(fd int, buf []byte, tag uint64) {
-	slot := (atomic.LoadUint32(r.sqTail) + r.queued) & r.sqMask
-	r.sqes[slot] = sqe{opcode: opRecv, fd: int32(fd), addr: uint64(uintptr(unsafe.Pointer(&buf[0]))),
-		len: uint32(len(buf)), msgFlags: unix.MSG_DONTWAIT, userData: tag}
+	r.push(sqe{opcode: opRecv, fd: int32(fd), addr: uint64(uintptr(unsafe.Pointer(&buf[0]))),
+		len: uint32(len(buf)), msgFlags: unix.MSG_DONTWAIT, userData: tag})
+}
+
+// push queues e in the next free slot of the submission ring.
+func (r *Ring) push(e sqe) {
+	r.sqes[(atomic.LoadUint32(r.sqTail)+r.queued)&r.sqMask] = e
 	r.queued++
+}
+
+// publish hands the queued operations to the kernel's side of the ring
+// (the next io_uring_enter submits them); it returns the tail before
+// them and their count.
+func (r *Ring) publish() (tail, n uint32) {
+	tail, n = atomic.LoadUint32(r.sqTail), r.queued
+	atomic.StoreUint32(r.sqTail, tail+n)
+	r.queued = 0
+	return tail, n
+}
+
+// reap moves the completions the kernel has posted to r.results and
+// returns how many there were.
+func (r *Ring) reap() uint32 {
+	head, tail := atomic.LoadUint32(r.cqHead), atomic.LoadUint32(r.cqTail)
+	for i := head; i != tail; i++ {
+		r.results = append(r.results, r.cqes[i&r.cqMask])
+	}
+	atomic.StoreUint32(r.cqHead, tail)
+	return tail - head
 }
 
 // Submit runs what was queued, with one io_uring_enter (more only if a
@@ -254,13 +275,10 @@ func (r *Ring) Recv(fd int, buf []byte, tag uint64) {
 // nothing ran, else the operations' state is unknown. done must not call
 // Submit.
 func (r *Ring) Submit(done func(tag uint64, res int32)) error {
-	n := r.queued
-	if n == 0 {
+	if r.queued == 0 {
 		return nil
 	}
-	r.queued = 0
-	tail := atomic.LoadUint32(r.sqTail)
-	atomic.StoreUint32(r.sqTail, tail+n)
+	tail, n := r.publish()
 	toSubmit, waiting := n, n
 	for waiting > 0 {
 		// Raw: a non-blocking send never sleeps, and going through the
@@ -279,12 +297,7 @@ func (r *Ring) Submit(done func(tag uint64, res int32)) error {
 		if errno == 0 {
 			toSubmit -= uint32(submitted)
 		}
-		head, tail := atomic.LoadUint32(r.cqHead), atomic.LoadUint32(r.cqTail)
-		for ; head != tail; head++ {
-			r.results = append(r.results, r.cqes[head&r.cqMask])
-			waiting--
-		}
-		atomic.StoreUint32(r.cqHead, head)
+		waiting -= r.reap()
 	}
 	for i := range r.msgs[:n] { // drop the references to the sent buffers
 		r.msgs[i] = unix.Msghdr{}
