@@ -265,9 +265,20 @@ func (el *eventloop) read(c *conn) error {
 	isET := el.engine.opts.EdgeTriggeredIO
 	chunk := el.engine.opts.EdgeTriggeredIOChunk
 loop:
-	// pgmts: more reports that a batched read filled its slot, so read
-	// on (see pgmts_iobatch_linux.go).
-	n, more, err := el.recv(c)
+	// pgmts: the bytes may have been read with the wake-up's others (more
+	// reports that they filled their slot, so read on; see
+	// pgmts_iobatch_linux.go). The test is written here, not in a helper,
+	// so that a wake-up with one event pays no call for it.
+	var (
+		n    int
+		more bool
+		err  error
+	)
+	if el.batch.pending() {
+		n, more, err = el.recvBatched(c)
+	} else {
+		n, err = gio.Read(c.fd, el.buffer)
+	}
 	if err != nil || n == 0 {
 		if err == unix.EAGAIN {
 			return nil

@@ -92,21 +92,11 @@ func (el *eventloop) closeBatch() {
 	}
 }
 
-// start begins a wake-up (Polling calls it with the events, before any
-// callback): its writes wait for the batch if it has more than one
-// event, and its readable connections are read now if there are two or
-// more.
+// start begins a wake-up with more than one event (Polling calls it with
+// the events, before any callback): its writes wait for the batch, and
+// its readable connections are read now if there are two or more.
 func (b *ioBatch) start(events []unix.EpollEvent) {
-	if len(b.read) > 0 { // the last wake-up's reads
-		for i := b.next; i < len(b.read); i++ {
-			b.read[i] = nil // bytes of connections closed before their turn
-		}
-		b.read, b.got, b.next = b.read[:0], b.got[:0], 0
-	}
-	b.on = len(events) > 1
-	if !b.on {
-		return
-	}
+	b.on = true
 	el := b.el
 	for i := range events {
 		if events[i].Events&unix.EPOLLIN == 0 {
@@ -192,10 +182,17 @@ func (c *conn) joinBatch(n int) bool {
 	return true
 }
 
-// flushWrites sends the batch's writes (Polling calls it before each wait).
+// flushWrites sends the batch's writes and ends the wake-up's reads
+// (Polling calls it before the wait that follows a call of start).
 func (el *eventloop) flushWrites() {
 	b := el.batch
 	b.on = false // writes made from here on go out at once
+	if len(b.read) > 0 {
+		for i := b.next; i < len(b.read); i++ {
+			b.read[i] = nil // bytes of connections closed before their turn
+		}
+		b.read, b.got, b.next = b.read[:0], b.got[:0], 0
+	}
 	if len(b.conns) == 0 {
 		return
 	}
@@ -294,17 +291,20 @@ func (el *eventloop) sent(c *conn, res int) {
 	}
 }
 
-// recv reads c's socket into the loop's read buffer for eventloop.read:
-// the bytes read for it at the start of the wake-up, if there are some
-// (full: they filled their slot, so more may be waiting), else with recv.
-func (el *eventloop) recv(c *conn) (n int, full bool, err error) {
-	if b := el.batch; b != nil && b.next < len(b.read) {
-		if n, full, ok := b.take(c, el.buffer); ok {
-			if n < 0 {
-				return 0, false, unix.Errno(-n)
-			}
-			return n, full, nil
+// pending reports whether the wake-up read sockets that eventloop.read has
+// not taken the bytes of yet (recvBatched then reads instead of recv).
+func (b *ioBatch) pending() bool { return b != nil && b.next < len(b.read) }
+
+// recvBatched reads c's socket into the loop's read buffer for
+// eventloop.read: the bytes read for it at the start of the wake-up, if
+// there are some (full: they filled their slot, so more may be waiting),
+// else with recv.
+func (el *eventloop) recvBatched(c *conn) (n int, full bool, err error) {
+	if n, full, ok := el.batch.take(c, el.buffer); ok {
+		if n < 0 {
+			return 0, false, unix.Errno(-n)
 		}
+		return n, full, nil
 	}
 	n, err = gio.Read(c.fd, el.buffer)
 	return n, false, err

@@ -14,7 +14,10 @@ func (el *eventloop) closeBatch()                  {}
 func (c *conn) queueWrite([]byte) bool             { return false }
 func (c *conn) queueWritev(_ [][]byte, _ int) bool { return false }
 
-func (el *eventloop) recv(c *conn) (int, bool, error) {
+// pending is false: eventloop.read always reads with recv here.
+func (b *ioBatch) pending() bool { return false }
+
+func (el *eventloop) recvBatched(c *conn) (int, bool, error) {
 	n, err := gio.Read(c.fd, el.buffer)
 	return n, false, err
 }

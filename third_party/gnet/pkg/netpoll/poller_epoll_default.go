@@ -66,10 +66,12 @@ type Poller struct {
 	waiter waiter // pgmts: see pgmts_wait_linux.go
 }
 
-// SetIOBatchHooks (pgmts) has Polling call start with the events each
-// epoll_wait returned, before anything else handles them, and flush
-// before each wait: a wake-up's socket reads and writes may be made
-// together (see gnet's pgmts_iobatch_linux.go). Call it before Polling.
+// SetIOBatchHooks (pgmts) has Polling call start with the events of each
+// epoll_wait that returned more than one, before anything else handles
+// them, and flush before the wait that follows: a wake-up's socket reads
+// and writes may be made together (see gnet's pgmts_iobatch_linux.go). A
+// wake-up with one event has nothing to batch and calls neither. Call it
+// before Polling.
 func (p *Poller) SetIOBatchHooks(start func(events []unix.EpollEvent), flush func()) {
 	p.batchStart, p.batchFlush = start, flush
 }
@@ -173,10 +175,12 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 		clock = func() int64 { return int64(time.Since(start)) } // monotonic only
 	}
 	yielded := clock()
+	batched := false // pgmts: the last wake-up called batchStart
 	for {
-		if p.batchFlush != nil {
+		if batched && p.batchFlush != nil {
 			p.batchFlush() // pgmts: the last wake-up's batched writes
 		}
+		batched = false
 		// pgmts: a wait that parks the loop goroutine once idle
 		// (pgmts_wait_linux.go), and a yield to the Go scheduler every
 		// yieldEvery instead of on every empty poll; see
@@ -196,8 +200,9 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 			return err
 		}
 
-		if p.batchStart != nil {
+		if p.batchStart != nil && n > 1 {
 			p.batchStart(el.events[:n])
+			batched = true
 		}
 		if p.onBatch != nil {
 			p.onBatch(n, now)
