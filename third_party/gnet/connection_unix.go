@@ -171,7 +171,7 @@ func (c *conn) write(data []byte) (n int, err error) {
 		_, _ = c.outboundBuffer.Write(data)
 		return
 	}
-	if !isET && c.queueWrite(data) { // pgmts: see pgmts_iobatch_linux.go
+	if c.queueWrite(data) { // pgmts: see pgmts_iobatch_linux.go (never in ET mode)
 		return
 	}
 
@@ -223,7 +223,7 @@ func (c *conn) writev(bs [][]byte) (n int, err error) {
 		_, _ = c.outboundBuffer.Writev(bs)
 		return
 	}
-	if !isET && c.queueWritev(bs, n) { // pgmts: see pgmts_iobatch_linux.go
+	if c.queueWritev(bs, n) { // pgmts: see pgmts_iobatch_linux.go (never in ET mode)
 		return
 	}
 

@@ -94,10 +94,6 @@ func (p *Poller) Trigger(priority queue.EventPriority, fn queue.Func, param any)
 // kqueue poller does not call the hooks: a handler is never told of batches.
 func (p *Poller) SetBatchHooks(func() int64, func(events int, now int64), func()) {}
 
-// SetIOBatchHooks is pgmts's send batching (see the epoll poller); the kqueue
-// poller ignores it.
-func (p *Poller) SetIOBatchHooks(func(events int), func()) {}
-
 // Polling blocks the current goroutine, monitoring the registered file descriptors and waiting for network I/O.
 // When I/O occurs on any of the file descriptors, the provided callback function is invoked.
 func (p *Poller) Polling(callback PollEventHandler) error {

@@ -299,11 +299,16 @@ func (r *Ring) Submit(done func(tag uint64, res int32)) error {
 		}
 		waiting -= r.reap()
 	}
-	for i := range r.msgs[:n] { // drop the references to the sent buffers
-		r.msgs[i] = unix.Msghdr{}
-	}
-	for i := range r.iovs[:n*MaxIov] {
-		r.iovs[i] = unix.Iovec{}
+	// Drop the references to the sent buffers (a receive's slot holds
+	// none: only sends fill a message header and its buffers).
+	for i := range r.msgs[:n] {
+		if m := &r.msgs[i]; m.Iov != nil {
+			iov := r.iovs[i*MaxIov : i*MaxIov+int(m.Iovlen)]
+			for j := range iov {
+				iov[j] = unix.Iovec{}
+			}
+			*m = unix.Msghdr{}
+		}
 	}
 	// done runs last, once the ring is ready for new sends; it must not
 	// call Submit.
