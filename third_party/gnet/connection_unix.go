@@ -35,7 +35,10 @@ import (
 )
 
 type conn struct {
-	connIndex                          // gnet file descriptor, gc_opt builds only (pgmts)
+	//lint:ignore U1000 empty in this build: the gnet file descriptor in gc_opt builds (pgmts)
+	connIndex
+	//lint:ignore U1000 empty in this build: the poller attachment in poll_opt builds (pgmts)
+	connPoll
 	fd             int                 // file descriptor
 	ctx            any                 // user-defined context
 	safeCtx        atomic.Pointer[any] // safe user-defined context
@@ -44,7 +47,6 @@ type conn struct {
 	remoteAddr     net.Addr            // remote addr
 	loop           *eventloop          // connected event-loop
 	outboundBuffer elastic.Buffer      // buffer for data that is eligible to be sent to the remote
-	connPoll                           // connection attachment for poller, if the poller keeps one (pgmts)
 	inboundBuffer  elastic.RingBuffer  // buffer for leftover data from the remote
 	bufStart       int32               // the latest bytes not yet consumed are loop.buffer[bufStart:bufEnd] (pgmts: see latest)
 	bufEnd         int32
@@ -56,7 +58,8 @@ type conn struct {
 	isEOF          bool     // whether the connection has reached EOF
 	peerPort       uint16   // accepted TCP peer's port
 	peerLen        uint8    // peerIP's length (4 or 16), 0 if there is no peer there
-	readPaused     bool     // PauseRead: not polled for reads (pgmts)
+	//lint:ignore U1000 the BSD pollers' PauseRead keeps no state (pgmts_pause_bsd.go)
+	readPaused bool // PauseRead: not polled for reads (pgmts)
 }
 
 // setPeer keeps an accepted TCP peer's address in the conn, for RemoteAddr

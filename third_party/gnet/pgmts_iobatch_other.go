@@ -9,8 +9,12 @@ import gio "github.com/panjf2000/gnet/v2/pkg/io"
 
 type ioBatch struct{}
 
-func (el *eventloop) openBatch()                   {}
-func (el *eventloop) closeBatch()                  {}
+//lint:ignore U1000 reactor_default.go calls it; poll_opt builds leave that file out
+func (el *eventloop) openBatch() {}
+
+//lint:ignore U1000 reactor_default.go calls it; poll_opt builds leave that file out
+func (el *eventloop) closeBatch() {}
+
 func (c *conn) queueWrite([]byte) bool             { return false }
 func (c *conn) queueWritev(_ [][]byte, _ int) bool { return false }
 

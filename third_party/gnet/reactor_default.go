@@ -28,6 +28,8 @@ import (
 // default pollers take only the fd and keep no PollAttachment (pgmts: a
 // conn's attachment and its method-value callback cost 16 bytes and an
 // allocation per connection).
+//
+//lint:ignore U1000 embedded in conn for the poll_opt build's sake
 type connPoll struct{}
 
 // pollAttachment is made on the caller's stack for each poller call.
