@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -19,10 +20,14 @@ import (
 )
 
 // Client TLS. gnet has no TLS, so a client that asks for it is handed from
-// gnet to a tlsConn: its socket is read and written by two goroutines that
-// decrypt and encrypt, while startup, authentication, framing and replies
-// stay on the dispatcher's loop, through the same request and response
-// queues as a plaintext client. The loop sees a tlsConn as a conn.
+// gnet to a tlsConn: a goroutine runs the handshake on the socket (it
+// blocks, and crypto/tls cannot resume a handshake that stopped for want
+// of bytes), then hands the socket back to the dispatcher's loop, which
+// from then on decrypts what it reads and encrypts what it writes itself,
+// in the same wake-up as a plaintext client. Startup, authentication,
+// framing and replies stay on the loop throughout, through the same
+// request and response queues as a plaintext client. The loop sees a
+// tlsConn as a conn.
 
 // tlsOffer is the client-side TLS pgmts offers; replaced whole on reload.
 type tlsOffer struct {
@@ -106,34 +111,34 @@ func detach(gc gnet.Conn) (net.Conn, error) {
 	return raw, nil
 }
 
-// tlsConn is a client's TLS session. Loop side: the conn methods. Socket
-// side: serve (handshake, then reading) and flush, a goroutine that runs
-// only while there is something to send, so an idle client has one
-// goroutine (its reader), not two.
+// tlsConn is a client's TLS session. The conn methods run on the loop;
+// until the handshake is over (gc is set) what they do waits in the
+// fields under mu, for HostedOpen.
 type tlsConn struct {
-	cc   *clientConn
-	raw  net.Conn
-	tc   *tls.Conn
-	addr net.Addr
-	in   []byte // decrypted bytes not consumed yet (loop-owned)
+	cc    *clientConn
+	raw   net.Conn
+	tr    *tlsTransport
+	tc    *tls.Conn
+	addr  net.Addr
+	state tls.ConnectionState // the handshake's, for the loop
+	in    []byte              // decrypted bytes not consumed yet (loop-owned)
+	inBuf []byte              // in's buffer, kept while small for the next message
+	// gc is the socket back on the loop, set by HostedOpen: the session's
+	// own connection of the loop from then on.
+	gc gnet.Conn
 	// client is the logged-in client, for Stop (which runs off the loop).
 	client atomic.Pointer[queue.Client]
 
-	mu        sync.Mutex
-	out       []byte // bytes to encrypt and send
-	spare     []byte
-	writing   int  // bytes being sent now
-	closing   bool // close after sending out
-	handshook bool // the handshake is done: flush may run
-	flushing  bool // flush runs (or ended the connection)
-	// The reader waits before its next Read while readPaused
-	// (PauseRead), or while the bytes it handed to the loop that the loop
-	// has not taken in yet (queued) reach tlsReadAhead; resumed, made by
-	// a waiting reader, is closed to let it look again.
-	readPaused bool
-	queued     int
-	resumed    chan struct{}
+	// Before HostedOpen.
+	mu         sync.Mutex
+	out        []byte // written by the loop (at most an error before a close)
+	closing    bool   // Close was called
+	readPaused bool   // PauseRead was called last
 }
+
+// tlsKeptBuffer is the largest decrypted-bytes buffer an idle session
+// keeps for the next message.
+const tlsKeptBuffer = 1 << 10
 
 func (t *tlsConn) InboundBuffered() int { return len(t.in) }
 
@@ -142,179 +147,106 @@ func (t *tlsConn) Peek(int) ([]byte, error) { return t.in, nil }
 func (t *tlsConn) Discard(n int) (int, error) {
 	t.in = t.in[n:]
 	if len(t.in) == 0 {
-		t.in = nil // let a large message's buffer go
+		if cap(t.inBuf) > tlsKeptBuffer {
+			t.inBuf = nil // let a large message's buffer go
+		}
+		t.in = t.inBuf[:0]
 	}
 	return n, nil
 }
 
 func (t *tlsConn) Write(b []byte) (int, error) {
+	if t.gc != nil {
+		if _, err := t.tc.Write(b); err != nil {
+			_ = t.gc.Close() // the socket failed: OnClose ends the client
+		}
+		return len(b), nil
+	}
 	t.mu.Lock()
 	t.out = append(t.out, b...)
-	t.startFlush()
 	t.mu.Unlock()
 	return len(b), nil
 }
 
-// startFlush starts flush if it has something to do and is not running
-// (with t.mu held).
-func (t *tlsConn) startFlush() {
-	if !t.handshook || t.flushing || len(t.out) == 0 && !t.closing {
-		return
-	}
-	t.flushing = true
-	t.cc.d.g.wg.Go(t.flush)
-}
-
 func (t *tlsConn) OutboundBuffered() int {
+	if t.gc != nil {
+		return t.gc.OutboundBuffered()
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.out) + t.writing
+	return len(t.out)
 }
 
-// Close sends what is buffered, then closes. Before the handshake is over
-// there is nothing to send: the socket closes at once, which also ends a
-// handshake that stalls.
+// Close sends close_notify after what is buffered, then closes. During
+// the handshake the socket closes at once, which also ends a handshake
+// that stalls.
 func (t *tlsConn) Close() error {
+	if t.gc != nil {
+		_ = t.tc.Close() // close_notify, written to gc
+		return t.gc.Close()
+	}
 	t.mu.Lock()
 	t.closing = true
-	handshook := t.handshook
-	t.startFlush()
-	t.wakeReader() // it must see the socket close, and tell the loop
 	t.mu.Unlock()
-	if !handshook {
-		return t.raw.Close()
-	}
-	return nil
+	return t.raw.Close()
 }
 
 func (t *tlsConn) RemoteAddr() net.Addr { return t.addr }
 
-// PauseRead implements conn: the reader stops before its next Read.
+// PauseRead implements conn.
 func (t *tlsConn) PauseRead() error {
+	if t.gc != nil {
+		return t.gc.PauseRead()
+	}
 	t.mu.Lock()
 	t.readPaused = true
 	t.mu.Unlock()
 	return nil
 }
 
-// ResumeRead implements conn.
+// ResumeRead implements conn. The session may hold whole records read
+// before the pause: they are decrypted now, for the client's next turn.
 func (t *tlsConn) ResumeRead() error {
-	t.mu.Lock()
-	t.readPaused = false
-	t.wakeReader()
-	t.mu.Unlock()
+	if t.gc == nil {
+		t.mu.Lock()
+		t.readPaused = false
+		t.mu.Unlock()
+		return nil
+	}
+	if err := t.gc.ResumeRead(); err != nil {
+		return err
+	}
+	if err := t.decrypt(); err != nil {
+		t.ended(err)
+	}
 	return nil
 }
 
-// tlsReadAhead is how far the reader may get ahead of the loop, so that a
-// client sending faster than the loop takes its bytes in costs bounded
-// memory: four TLS records.
-const tlsReadAhead = 64 << 10
-
-// wakeReader lets a reader waiting in waitToRead look again (t.mu held).
-// Close and closeTLS call it too, so a waiting reader sees its socket
-// closed and tells the loop.
-func (t *tlsConn) wakeReader() {
-	if t.resumed != nil {
-		close(t.resumed)
-		t.resumed = nil
-	}
-}
-
-// waitToRead blocks the reader while reading is paused or the loop is
-// tlsReadAhead behind, until the connection closes.
-func (t *tlsConn) waitToRead() {
-	t.mu.Lock()
-	for !t.closing && (t.readPaused || t.queued >= tlsReadAhead) {
-		if t.resumed == nil {
-			t.resumed = make(chan struct{})
-		}
-		ch := t.resumed
-		t.mu.Unlock()
-		<-ch
-		t.mu.Lock()
-	}
-	t.mu.Unlock()
-}
-
-// serve runs the handshake, then reads the client and hands what it sent
-// to the loop, until the connection ends.
+// serve runs the handshake, then hands the socket to the loop.
 func (t *tlsConn) serve(cfg *tls.Config, pending []byte, direct bool) {
 	d := t.cc.d
-	defer d.g.removeTLS(t)
 	err := t.handshake(cfg, pending, direct)
 	if err == nil {
 		t.mu.Lock()
 		if t.closing {
 			err = errors.New("closed during the handshake")
-		} else {
-			t.handshook = true
-			t.startFlush()
 		}
 		t.mu.Unlock()
 	}
+	if err == nil {
+		t.state = t.tc.ConnectionState()
+		// The loop takes a duplicate of the socket and runs HostedOpen.
+		if err = d.Host(t.raw, t); err != nil {
+			err = fmt.Errorf("cannot hand the connection back to the dispatcher: %w", err)
+		}
+	}
 	if err != nil {
+		d.g.removeTLS(t)
 		d.log.Info("client TLS handshake failed", "addr", t.addr, "err", err)
 		_ = t.raw.Close()
 		d.run(func() { d.closed(t.cc) })
-		return
-	}
-	state := t.tc.ConnectionState()
-	d.run(func() { t.cc.tlsState = &state })
-	// An idle client's reader waits in Read with its buffer: a small one of
-	// its own, and a TLS record's worth (16 KiB, pooled) only while reads
-	// fill the small one.
-	small := make([]byte, 512)
-	buf := small
-	var big *[]byte
-	for {
-		t.waitToRead()
-		n, err := t.tc.Read(buf)
-		if n > 0 {
-			data := append([]byte(nil), buf[:n]...)
-			t.mu.Lock()
-			t.queued += n
-			t.mu.Unlock()
-			d.run(func() {
-				t.mu.Lock()
-				t.queued -= len(data)
-				if t.queued < tlsReadAhead {
-					t.wakeReader()
-				}
-				t.mu.Unlock()
-				if !t.cc.closed {
-					t.in = append(t.in, data...)
-					t.cc.resume()
-				}
-			})
-		}
-		switch {
-		case big == nil && n == len(small):
-			big = tlsReadBuffers.Get().(*[]byte)
-			buf = *big
-		case big != nil && n < len(small):
-			tlsReadBuffers.Put(big)
-			big, buf = nil, small
-		}
-		if err != nil {
-			if big != nil {
-				tlsReadBuffers.Put(big)
-			}
-			t.mu.Lock()
-			t.closing = true
-			t.startFlush()
-			t.mu.Unlock()
-			d.run(func() { d.closed(t.cc) })
-			return
-		}
 	}
 }
-
-// tlsReadBuffers are the TLS readers' record-sized buffers.
-var tlsReadBuffers = sync.Pool{New: func() any {
-	b := make([]byte, 16<<10) // one TLS record at most
-	return &b
-}}
 
 func (t *tlsConn) handshake(cfg *tls.Config, pending []byte, direct bool) error {
 	if !direct {
@@ -322,7 +254,8 @@ func (t *tlsConn) handshake(cfg *tls.Config, pending []byte, direct bool) error 
 			return err
 		}
 	}
-	t.tc = tls.Server(&prefixConn{Conn: t.raw, prefix: pending}, cfg)
+	t.tr = &tlsTransport{Conn: t.raw, prefix: pending}
+	t.tc = tls.Server(t.tr, cfg)
 	if err := t.tc.Handshake(); err != nil {
 		return err
 	}
@@ -334,57 +267,164 @@ func (t *tlsConn) handshake(cfg *tls.Config, pending []byte, direct bool) error 
 	return nil
 }
 
-// flush encrypts and sends what the loop wrote until nothing is left,
-// then closes the connection if asked to. After closing, or an error,
-// flushing stays set: nothing is sent any more.
-func (t *tlsConn) flush() {
+// HostedOpen implements queue.Hosted: the socket is on the loop, the
+// handshake over. What the loop did meanwhile is carried out, and what the
+// client sent along with its last handshake message is decrypted.
+func (t *tlsConn) HostedOpen(gc gnet.Conn) {
+	t.gc, t.tr.out = gc, gc // t.tr.Conn: closed by Host, its addresses kept
+	t.cc.tlsState = &t.state
+	t.mu.Lock()
+	out, closing, paused := t.out, t.closing, t.readPaused
+	t.out = nil
+	t.mu.Unlock()
+	if closing {
+		_ = gc.Close()
+		return
+	}
+	if paused {
+		_ = gc.PauseRead()
+	}
+	if len(out) > 0 {
+		_, _ = t.Write(out)
+	}
+	t.HostedTraffic(gc)
+}
+
+// HostedTraffic implements queue.Hosted: the client sent something.
+func (t *tlsConn) HostedTraffic(gnet.Conn) gnet.Action {
+	err := t.decrypt()
+	if len(t.in) > 0 && !t.cc.closed {
+		t.cc.resume() // what came before an error or close_notify counts
+	}
+	if err != nil {
+		t.ended(err)
+	}
+	return gnet.None
+}
+
+// HostedDrained implements queue.Hosted; a client's backlog is read when
+// replies are delivered.
+func (t *tlsConn) HostedDrained(gnet.Conn) {}
+
+// HostedClose implements queue.Hosted: the client is gone.
+func (t *tlsConn) HostedClose(gnet.Conn, error) {
+	t.cc.d.g.removeTLS(t)
+	t.cc.d.closed(t.cc)
+}
+
+// ended closes a session whose client closed it or sent what TLS refuses.
+func (t *tlsConn) ended(err error) {
+	if !errors.Is(err, io.EOF) {
+		t.cc.d.log.Info("client TLS session failed", "addr", t.addr, "err", err)
+	}
+	_ = t.gc.Close()
+}
+
+// decrypt takes the bytes the loop read from the socket into the session
+// and adds what they decrypt to in: every whole record; a partial one
+// waits in the session for the rest.
+func (t *tlsConn) decrypt() error {
+	raw, _ := t.gc.Peek(-1)
+	t.tr.in = raw
+	var err error
 	for {
-		t.mu.Lock()
-		data, closing := t.out, t.closing
-		if len(data) > 0 {
-			t.out, t.writing = t.spare[:0], len(data)
-		} else if !closing {
-			t.flushing = false
-			// An idle client keeps no big reply's buffers.
-			if cap(t.out) > 4<<10 {
-				t.out = nil
-			}
-			if cap(t.spare) > 4<<10 {
-				t.spare = nil
-			}
-			t.mu.Unlock()
-			return
+		if cap(t.in)-len(t.in) < 512 {
+			grown := make([]byte, len(t.in), 2*len(t.in)+tlsKeptBuffer)
+			copy(grown, t.in)
+			t.in, t.inBuf = grown, grown
 		}
-		t.mu.Unlock()
-		if len(data) == 0 {
-			_ = t.tc.SetWriteDeadline(time.Now().Add(time.Second)) // close_notify may not be read
-			_ = t.tc.Close()
-			return
-		}
-		_, err := t.tc.Write(data)
-		t.mu.Lock()
-		t.spare, t.writing = data[:0], 0
-		t.mu.Unlock()
-		if err != nil {
-			_ = t.raw.Close() // serve sees it and tells the loop
-			return
+		n, rerr := t.tc.Read(t.in[len(t.in):cap(t.in)])
+		t.in = t.in[:len(t.in)+n]
+		if rerr != nil {
+			if rerr != errNoMoreBytes {
+				err = rerr
+			}
+			break
 		}
 	}
+	if used := len(raw) - len(t.tr.in); used > 0 {
+		_, _ = t.gc.Discard(used)
+	}
+	t.tr.in = nil
+	return err
 }
 
-// prefixConn replays bytes already read from a socket before reading more.
-type prefixConn struct {
-	net.Conn
-	prefix []byte
+// tlsTransport is what the TLS session reads and writes: the socket during
+// the handshake, which a goroutine runs; then, once the socket is on the
+// loop, the bytes the loop offers (in) and the loop's connection (out).
+type tlsTransport struct {
+	net.Conn           // the socket, during the handshake
+	prefix   []byte    // read from the socket before the handshake began
+	out      io.Writer // the loop's connection; nil during the handshake
+	in       []byte
 }
 
-func (p *prefixConn) Read(b []byte) (int, error) {
-	if len(p.prefix) > 0 {
-		n := copy(b, p.prefix)
-		p.prefix = p.prefix[n:]
+// errNoMoreBytes ends a read on the loop when the bytes offered are used
+// up. crypto/tls keeps no record of a temporary error: the bytes of a
+// partial record stay in the session, and the next read goes on from
+// there.
+var errNoMoreBytes net.Error = noMoreBytes{}
+
+type noMoreBytes struct{}
+
+func (noMoreBytes) Error() string   { return "tls: waiting for the rest of a record" }
+func (noMoreBytes) Timeout() bool   { return true }
+func (noMoreBytes) Temporary() bool { return true }
+
+func (r *tlsTransport) Read(b []byte) (int, error) {
+	if r.out != nil {
+		if len(r.in) == 0 {
+			return 0, errNoMoreBytes
+		}
+		n := copy(b, r.in)
+		r.in = r.in[n:]
 		return n, nil
 	}
-	return p.Conn.Read(b)
+	if len(r.prefix) > 0 {
+		n := copy(b, r.prefix)
+		r.prefix = r.prefix[n:]
+		return n, nil
+	}
+	return r.Conn.Read(b)
+}
+
+func (r *tlsTransport) Write(b []byte) (int, error) {
+	if r.out != nil {
+		return r.out.Write(b)
+	}
+	return r.Conn.Write(b)
+}
+
+// Close closes the socket during the handshake; on the loop the tlsConn
+// closes gc itself.
+func (r *tlsTransport) Close() error {
+	if r.out != nil {
+		return nil
+	}
+	return r.Conn.Close()
+}
+
+// Deadlines (crypto/tls sets one around close_notify) apply during the
+// handshake; the loop never blocks.
+func (r *tlsTransport) SetDeadline(d time.Time) error {
+	if r.out != nil {
+		return nil
+	}
+	return r.Conn.SetDeadline(d)
+}
+
+func (r *tlsTransport) SetReadDeadline(d time.Time) error {
+	if r.out != nil {
+		return nil
+	}
+	return r.Conn.SetReadDeadline(d)
+}
+
+func (r *tlsTransport) SetWriteDeadline(d time.Time) error {
+	if r.out != nil {
+		return nil
+	}
+	return r.Conn.SetWriteDeadline(d)
 }
 
 // addTLS and removeTLS track the TLS sessions, which gnet does not know
@@ -406,10 +446,9 @@ func (g *Group) closeTLS() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for t := range g.tlsConns {
-		_ = t.raw.Close()
+		_ = t.raw.Close() // a session still in its handshake
 		t.mu.Lock()
 		t.closing = true
-		t.wakeReader()
 		t.mu.Unlock()
 		if c := t.client.Load(); c != nil {
 			c.Close()
