@@ -9,12 +9,12 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/pgmts/pgmts/auth"
 	"github.com/pgmts/pgmts/config"
+	"github.com/pgmts/pgmts/looptls"
 	"github.com/pgmts/pgmts/queue"
 	"github.com/pgmts/pgmts/wire"
 )
@@ -117,12 +117,9 @@ func detach(gc gnet.Conn) (net.Conn, error) {
 type tlsConn struct {
 	cc    *clientConn
 	raw   net.Conn
-	tr    *tlsTransport
-	tc    *tls.Conn
+	sess  *looptls.Session // made for the handshake, run by the loop after it
 	addr  net.Addr
 	state tls.ConnectionState // the handshake's, for the loop
-	in    []byte              // decrypted bytes not consumed yet (loop-owned)
-	inBuf []byte              // in's buffer, kept while small for the next message
 	// gc is the socket back on the loop, set by HostedOpen: the session's
 	// own connection of the loop from then on.
 	gc gnet.Conn
@@ -136,28 +133,30 @@ type tlsConn struct {
 	readPaused bool   // PauseRead was called last
 }
 
-// tlsKeptBuffer is the largest decrypted-bytes buffer an idle session
-// keeps for the next message.
-const tlsKeptBuffer = 1 << 10
+// tlsKeptPlain is the largest decrypted-bytes buffer a client's session
+// keeps between messages: the first one made, which a small query fits.
+const tlsKeptPlain = 1 << 10
 
-func (t *tlsConn) InboundBuffered() int { return len(t.in) }
+func (t *tlsConn) InboundBuffered() int { return len(t.Plain()) }
 
-func (t *tlsConn) Peek(int) ([]byte, error) { return t.in, nil }
+func (t *tlsConn) Peek(int) ([]byte, error) { return t.Plain(), nil }
 
 func (t *tlsConn) Discard(n int) (int, error) {
-	t.in = t.in[n:]
-	if len(t.in) == 0 {
-		if cap(t.inBuf) > tlsKeptBuffer {
-			t.inBuf = nil // let a large message's buffer go
-		}
-		t.in = t.inBuf[:0]
-	}
+	t.sess.Used(n)
 	return n, nil
+}
+
+// Plain is what the session decrypted that the loop has not used.
+func (t *tlsConn) Plain() []byte {
+	if t.gc == nil {
+		return nil
+	}
+	return t.sess.Plain()
 }
 
 func (t *tlsConn) Write(b []byte) (int, error) {
 	if t.gc != nil {
-		if _, err := t.tc.Write(b); err != nil {
+		if _, err := t.sess.Write(b); err != nil {
 			_ = t.gc.Close() // the socket failed: OnClose ends the client
 		}
 		return len(b), nil
@@ -182,7 +181,7 @@ func (t *tlsConn) OutboundBuffered() int {
 // that stalls.
 func (t *tlsConn) Close() error {
 	if t.gc != nil {
-		_ = t.tc.Close() // close_notify, written to gc
+		_ = t.sess.Close() // close_notify, written to gc
 		return t.gc.Close()
 	}
 	t.mu.Lock()
@@ -234,7 +233,7 @@ func (t *tlsConn) serve(cfg *tls.Config, pending []byte, direct bool) {
 		t.mu.Unlock()
 	}
 	if err == nil {
-		t.state = t.tc.ConnectionState()
+		t.state = t.sess.ConnectionState()
 		// The loop takes a duplicate of the socket and runs HostedOpen.
 		if err = d.Host(t.raw, t); err != nil {
 			err = fmt.Errorf("cannot hand the connection back to the dispatcher: %w", err)
@@ -254,12 +253,12 @@ func (t *tlsConn) handshake(cfg *tls.Config, pending []byte, direct bool) error 
 			return err
 		}
 	}
-	t.tr = &tlsTransport{Conn: t.raw, prefix: pending}
-	t.tc = tls.Server(t.tr, cfg)
-	if err := t.tc.Handshake(); err != nil {
+	tr := looptls.NewTransport(t.raw, pending)
+	t.sess = looptls.NewSession(tls.Server(tr, cfg), tr, tlsKeptPlain)
+	if err := t.sess.Handshake(); err != nil {
 		return err
 	}
-	if direct && t.tc.ConnectionState().NegotiatedProtocol != alpnPostgres {
+	if direct && t.sess.ConnectionState().NegotiatedProtocol != alpnPostgres {
 		// As PostgreSQL: direct TLS without ALPN could be a non-PostgreSQL
 		// client talking to the wrong port.
 		return errors.New(`direct TLS connection without the ALPN protocol "postgresql"`)
@@ -271,7 +270,8 @@ func (t *tlsConn) handshake(cfg *tls.Config, pending []byte, direct bool) error 
 // handshake over. What the loop did meanwhile is carried out, and what the
 // client sent along with its last handshake message is decrypted.
 func (t *tlsConn) HostedOpen(gc gnet.Conn) {
-	t.gc, t.tr.out = gc, gc // t.tr.Conn: closed by Host, its addresses kept
+	t.gc = gc
+	t.sess.OnLoop(gc)
 	t.cc.tlsState = &t.state
 	t.mu.Lock()
 	out, closing, paused := t.out, t.closing, t.readPaused
@@ -293,7 +293,7 @@ func (t *tlsConn) HostedOpen(gc gnet.Conn) {
 // HostedTraffic implements queue.Hosted: the client sent something.
 func (t *tlsConn) HostedTraffic(gnet.Conn) gnet.Action {
 	err := t.decrypt()
-	if len(t.in) > 0 && !t.cc.closed {
+	if len(t.sess.Plain()) > 0 && !t.cc.closed {
 		t.cc.resume() // what came before an error or close_notify counts
 	}
 	if err != nil {
@@ -320,112 +320,8 @@ func (t *tlsConn) ended(err error) {
 	_ = t.gc.Close()
 }
 
-// decrypt takes the bytes the loop read from the socket into the session
-// and adds what they decrypt to in: every whole record; a partial one
-// waits in the session for the rest.
-func (t *tlsConn) decrypt() error {
-	raw, _ := t.gc.Peek(-1)
-	t.tr.in = raw
-	var err error
-	for {
-		if cap(t.in)-len(t.in) < 512 {
-			grown := make([]byte, len(t.in), 2*len(t.in)+tlsKeptBuffer)
-			copy(grown, t.in)
-			t.in, t.inBuf = grown, grown
-		}
-		n, rerr := t.tc.Read(t.in[len(t.in):cap(t.in)])
-		t.in = t.in[:len(t.in)+n]
-		if rerr != nil {
-			if rerr != errNoMoreBytes {
-				err = rerr
-			}
-			break
-		}
-	}
-	if used := len(raw) - len(t.tr.in); used > 0 {
-		_, _ = t.gc.Discard(used)
-	}
-	t.tr.in = nil
-	return err
-}
-
-// tlsTransport is what the TLS session reads and writes: the socket during
-// the handshake, which a goroutine runs; then, once the socket is on the
-// loop, the bytes the loop offers (in) and the loop's connection (out).
-type tlsTransport struct {
-	net.Conn           // the socket, during the handshake
-	prefix   []byte    // read from the socket before the handshake began
-	out      io.Writer // the loop's connection; nil during the handshake
-	in       []byte
-}
-
-// errNoMoreBytes ends a read on the loop when the bytes offered are used
-// up. crypto/tls keeps no record of a temporary error: the bytes of a
-// partial record stay in the session, and the next read goes on from
-// there.
-var errNoMoreBytes net.Error = noMoreBytes{}
-
-type noMoreBytes struct{}
-
-func (noMoreBytes) Error() string   { return "tls: waiting for the rest of a record" }
-func (noMoreBytes) Timeout() bool   { return true }
-func (noMoreBytes) Temporary() bool { return true }
-
-func (r *tlsTransport) Read(b []byte) (int, error) {
-	if r.out != nil {
-		if len(r.in) == 0 {
-			return 0, errNoMoreBytes
-		}
-		n := copy(b, r.in)
-		r.in = r.in[n:]
-		return n, nil
-	}
-	if len(r.prefix) > 0 {
-		n := copy(b, r.prefix)
-		r.prefix = r.prefix[n:]
-		return n, nil
-	}
-	return r.Conn.Read(b)
-}
-
-func (r *tlsTransport) Write(b []byte) (int, error) {
-	if r.out != nil {
-		return r.out.Write(b)
-	}
-	return r.Conn.Write(b)
-}
-
-// Close closes the socket during the handshake; on the loop the tlsConn
-// closes gc itself.
-func (r *tlsTransport) Close() error {
-	if r.out != nil {
-		return nil
-	}
-	return r.Conn.Close()
-}
-
-// Deadlines (crypto/tls sets one around close_notify) apply during the
-// handshake; the loop never blocks.
-func (r *tlsTransport) SetDeadline(d time.Time) error {
-	if r.out != nil {
-		return nil
-	}
-	return r.Conn.SetDeadline(d)
-}
-
-func (r *tlsTransport) SetReadDeadline(d time.Time) error {
-	if r.out != nil {
-		return nil
-	}
-	return r.Conn.SetReadDeadline(d)
-}
-
-func (r *tlsTransport) SetWriteDeadline(d time.Time) error {
-	if r.out != nil {
-		return nil
-	}
-	return r.Conn.SetWriteDeadline(d)
-}
+// decrypt takes the bytes the loop read from the socket into the session.
+func (t *tlsConn) decrypt() error { return t.sess.Decrypt(t.gc) }
 
 // addTLS and removeTLS track the TLS sessions, which gnet does not know
 // about, so that Stop can close them.

@@ -1,12 +1,14 @@
 package integration
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,9 +124,9 @@ func giveToPostgres(t *testing.T, dir string) {
 	}
 }
 
-// TestServerTLS: pgmts logs in to a PostgreSQL that only accepts TLS for a
-// user, with require and verify-full, and fails with disable.
-func TestServerTLS(t *testing.T) {
+// tlsOnlyCluster starts a PostgreSQL whose user tlsonly (password tls-pw,
+// database tlsdb) may log in over TLS only; dir holds its CA (ca.crt).
+func tlsOnlyCluster(t *testing.T) (cluster *pgtest.Cluster, dir string) {
 	needCluster(t)
 	dir, err := os.MkdirTemp("", "pgmts-tls-")
 	if err != nil {
@@ -146,6 +149,13 @@ func TestServerTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tlsCluster.Stop() })
+	return tlsCluster, dir
+}
+
+// TestServerTLS: pgmts logs in to a PostgreSQL that only accepts TLS for a
+// user, with require and verify-full, and fails with disable.
+func TestServerTLS(t *testing.T) {
+	tlsCluster, dir := tlsOnlyCluster(t)
 
 	// The same logins again with pg_authid's verifier in pgmts and no
 	// plain password: SCRAM passthrough over TLS.
@@ -192,5 +202,92 @@ func TestServerTLS(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestServerTLSWorkload: with backend TLS, which the loops run themselves,
+// many clients at once get their own answers, a slow reader of a large
+// result (the server stops reading its backend, then reads on: the
+// session moves with the socket) gets every row, and COPY IN works.
+func TestServerTLSWorkload(t *testing.T) {
+	tlsCluster, _ := tlsOnlyCluster(t)
+	p := startPgmts(t, func(c *config.Config) {
+		c.Pgmts.ServerTLSMode = "require"
+		c.Users["tlsonly"] = config.User{Password: "tls-pw"}
+		c.Databases["tlsdb"] = config.Database{Host: "127.0.0.1", Port: tlsCluster.Port}
+	})
+	dsn := p.dsn("tlsonly", "tls-pw", "tlsdb")
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgx.Connect(ctx10(t), dsn)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close(ctx10(t))
+			for j := range 100 {
+				var got int
+				if err := c.QueryRow(ctx10(t), "SELECT $1::int * 1000 + $2::int", i, j).Scan(&got); err != nil {
+					errs <- err
+					return
+				}
+				if got != i*1000+j {
+					errs <- fmt.Errorf("client %d query %d: got %d", i, j, got)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	c, err := pgx.Connect(ctx10(t), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx10(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rows, err := c.Query(ctx, "SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, 20000) g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		var g int
+		var s string
+		if err := rows.Scan(&g, &s); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if g != n || len(s) != 1024 {
+			t.Fatalf("row %d: g = %d, %d bytes", n, g, len(s))
+		}
+		if n%2000 == 0 {
+			time.Sleep(100 * time.Millisecond) // let pgmts's 1 MiB backlog fill
+		}
+	}
+	if rows.Err() != nil || n != 20000 {
+		t.Fatalf("read %d rows, %v", n, rows.Err())
+	}
+
+	if _, err := c.Exec(ctx10(t), "CREATE TEMP TABLE copied (v text)"); err != nil {
+		t.Fatal(err)
+	}
+	var in strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&in, "line %d %s\n", i, strings.Repeat("z", 200))
+	}
+	tag, err := c.PgConn().CopyFrom(ctx10(t), strings.NewReader(in.String()), "COPY copied FROM STDIN")
+	if err != nil || tag.RowsAffected() != 5000 {
+		t.Fatalf("COPY: %v, %v", tag, err)
 	}
 }

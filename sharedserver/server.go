@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/pgmts/pgmts/circuits"
+	"github.com/pgmts/pgmts/looptls"
 	"github.com/pgmts/pgmts/queue"
 	"github.com/pgmts/pgmts/wire"
 )
@@ -43,10 +43,10 @@ type Server struct {
 	loginParams map[string]string
 	log         *slog.Logger
 	// local, remote and tlsVersion describe the connection for the
-	// console; bridge is the TLS session's plaintext side (tlsbridge.go).
+	// console; sess is the backend's TLS session, if any (tls.go).
 	local, remote net.Addr
 	tlsVersion    string
-	bridge        io.Closer
+	sess          *looptls.Session
 	// conn is the login's socket until host hands it to the loop.
 	conn net.Conn
 
@@ -133,6 +133,7 @@ func (p *Pools) connConfig(host string, port int, dbname, user, password string,
 	cfg.Database, cfg.User, cfg.Password = dbname, user, password
 	cfg.ConnectTimeout = timeout
 	cfg.RuntimeParams = map[string]string{}
+	dialTransports(cfg)
 	return cfg, nil
 }
 
@@ -242,6 +243,9 @@ func (s *Server) HostedOpen(gc gnet.Conn) {
 		return
 	}
 	s.gc = gc
+	if s.sess != nil {
+		s.sess.OnLoop(gc)
+	}
 	if s.detached {
 		s.detached = false
 		s.Poke()
@@ -278,9 +282,6 @@ func (s *Server) fail(err error) {
 			s.gc.SetContext(nil) // its OnClose is this
 			_ = s.gc.Close()
 			s.gc = nil
-		}
-		if s.bridge != nil {
-			_ = s.bridge.Close()
 		}
 		s.internal = nil
 		if s.out != nil {
@@ -382,7 +383,7 @@ func (s *Server) Poke() {
 		s.clientGone(c)
 	case len(data) > 0:
 		s.stats.request(len(data), s.loop.Now())
-		if _, err := s.gc.Write(s.prepareStatements(c, data)); err != nil {
+		if err := s.send(s.prepareStatements(c, data)); err != nil {
 			s.fail(err)
 			return
 		}
@@ -437,8 +438,7 @@ func (s *Server) internalQuery(sql string, done func(rows []byte, ok bool)) erro
 	msg := append([]byte{'Q', 0, 0, 0, 0}, sql...)
 	msg = append(msg, 0)
 	putLen(msg)
-	_, err := s.gc.Write(msg)
-	return err
+	return s.send(msg)
 }
 
 func putLen(msg []byte) {
@@ -497,13 +497,15 @@ func (s *Server) clientGone(c *queue.Client) {
 // HostedTraffic implements queue.Hosted: it streams what PostgreSQL sent
 // to the owning client.
 func (s *Server) HostedTraffic(gc gnet.Conn) gnet.Action {
-	buf, _ := gc.Peek(-1)
 	if s.dead {
 		return gnet.Close
 	}
-	n := s.consume(buf)
-	if n > 0 {
-		_, _ = gc.Discard(n) // Discard(0) would drop everything
+	buf, err := s.readable(gc)
+	if n := s.consume(buf); n > 0 {
+		s.used(gc, n)
+	}
+	if err != nil && !s.dead {
+		s.fail(fmt.Errorf("backend TLS session: %w", err))
 	}
 	if s.dead {
 		return gnet.None // fail closed it

@@ -116,7 +116,7 @@ func statementStateError(what string) *wire.Error {
 // client, told of the error, sends no data, so the backend is sent a
 // CopyFail, which ends the query.
 func (s *Server) failCopy() {
-	if _, err := s.gc.Write(wire.Append(nil, &pgproto3.CopyFail{Message: "statement pooling mode refused the query"})); err != nil {
+	if err := s.send(wire.Append(nil, &pgproto3.CopyFail{Message: "statement pooling mode refused the query"})); err != nil {
 		s.fail(err)
 	}
 }

@@ -1,4 +1,4 @@
-package dispatcher
+package looptls
 
 import (
 	"bytes"
@@ -15,6 +15,16 @@ import (
 	"testing"
 	"time"
 )
+
+// inbound is a loop connection's inbound bytes.
+type inbound []byte
+
+func (b *inbound) Peek(int) ([]byte, error) { return *b, nil }
+
+func (b *inbound) Discard(n int) (int, error) {
+	*b = (*b)[n:]
+	return n, nil
+}
 
 // selfSigned returns a server certificate for 127.0.0.1.
 func selfSigned(t *testing.T) tls.Certificate {
@@ -37,14 +47,14 @@ func selfSigned(t *testing.T) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// TestTLSTransportOnTheLoop drives a server session the way the loop does
-// after the handshake: its transport offers bytes as they come, here one
-// at a time, and says when they are used up. crypto/tls must keep what it
+// TestTransportOnTheLoop drives a server session the way a loop does
+// after the handshake: Session.Decrypt offers the bytes as they come, here
+// one at a time. crypto/tls must keep what it
 // read of a partial record and carry on at the next read, decrypt the
 // record once it is whole, write through the loop's connection, and
 // report close_notify as io.EOF. A crypto/tls that made the temporary
 // error stick would fail here, not in production.
-func TestTLSTransportOnTheLoop(t *testing.T) {
+func TestTransportOnTheLoop(t *testing.T) {
 	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(tls.VersionName(version), func(t *testing.T) { testTLSOnTheLoop(t, version) })
 	}
@@ -68,7 +78,7 @@ func testTLSOnTheLoop(t *testing.T, version uint16) {
 	defer serverSide.Close()
 
 	// The handshake, on the socket, as serve runs it.
-	tr := &tlsTransport{Conn: serverSide}
+	tr := NewTransport(serverSide, nil)
 	server := tls.Server(tr, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)},
 		MinVersion: version, MaxVersion: version})
 	client := tls.Client(clientSide, &tls.Config{InsecureSkipVerify: true, MinVersion: version, MaxVersion: version})
@@ -84,7 +94,7 @@ func testTLSOnTheLoop(t *testing.T, version uint16) {
 	// On the loop: what the server writes goes to loopOut, and what the
 	// client sends is read off the socket and offered byte by byte.
 	var loopOut bytes.Buffer
-	tr.out = &loopOut
+	tr.OnLoop(&loopOut)
 	ciphertext := make(chan []byte, 16)
 	go func() {
 		buf := make([]byte, 4096)
@@ -103,33 +113,31 @@ func testTLSOnTheLoop(t *testing.T, version uint16) {
 	if _, err := client.Write(query); err != nil {
 		t.Fatal(err)
 	}
-	var got []byte
-	buf := make([]byte, 512)
-	for len(got) < len(query) {
+	sess := NewSession(server, tr, 64)
+	var from inbound
+	for len(sess.Plain()) < len(query) {
 		chunk, ok := <-ciphertext
 		if !ok {
-			t.Fatalf("the client's bytes ended after %d of %d decrypted", len(got), len(query))
+			t.Fatalf("the client's bytes ended after %d of %d decrypted", len(sess.Plain()), len(query))
 		}
 		for _, b := range chunk {
-			tr.in = []byte{b}
-			for {
-				n, err := server.Read(buf)
-				got = append(got, buf[:n]...)
-				if err == errNoMoreBytes {
-					break
-				}
-				if err != nil {
-					t.Fatalf("read after %d bytes: %v", len(got), err)
-				}
+			from = append(from, b)
+			if err := sess.Decrypt(&from); err != nil || len(from) != 0 {
+				t.Fatalf("Decrypt after %d bytes: %d left, %v", len(sess.Plain()), len(from), err)
 			}
 		}
+	}
+	got := append([]byte(nil), sess.Plain()...)
+	sess.Used(len(got))
+	if len(sess.Plain()) != 0 || cap(sess.Plain()) != 0 {
+		t.Fatalf("after Used: %d bytes, a buffer of %d kept (keep 64)", len(sess.Plain()), cap(sess.Plain()))
 	}
 	if !bytes.Equal(got, query) {
 		t.Fatalf("decrypted %d bytes that differ from the %d sent", len(got), len(query))
 	}
 
 	// A reply written on the loop reaches the client.
-	if _, err := server.Write([]byte("reply")); err != nil {
+	if _, err := sess.Write([]byte("reply")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := serverSide.Write(loopOut.Bytes()); err != nil {
@@ -148,8 +156,8 @@ func testTLSOnTheLoop(t *testing.T, version uint16) {
 	}
 	var last error
 	for chunk := range ciphertext {
-		tr.in = chunk
-		if _, last = server.Read(buf); last != errNoMoreBytes {
+		from = append(from, chunk...)
+		if last = sess.Decrypt(&from); last != nil {
 			break
 		}
 	}

@@ -1,0 +1,85 @@
+package sharedserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/pgmts/pgmts/looptls"
+)
+
+// Backend TLS. gnet has no TLS: the login (pgconn, or passthrough.go)
+// runs the handshake on a socket that pgmts dials through a
+// looptls.Transport; once the server is on its loop, the loop runs the
+// session itself, decrypting in HostedTraffic and encrypting in send.
+
+// keptPlain is the largest decrypted-bytes buffer a server keeps between
+// replies: a server is one of few, and a large result's wake-ups each
+// decrypt up to gnet's 64 KiB read.
+const keptPlain = 128 << 10
+
+// dialTransports has cfg's logins dial through a looptls.Transport, so
+// that a TLS session's connection can be moved onto a loop.
+func dialTransports(cfg *pgconn.Config) {
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
+		conn, err := dial(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return looptls.NewTransport(conn, nil), nil
+	}
+}
+
+// hostable returns the socket a loop hosts for the login's connection,
+// and keeps a TLS session for the loop to run.
+func (s *Server) hostable(conn net.Conn) (net.Conn, error) {
+	if tc, ok := conn.(*tls.Conn); ok {
+		tr, ok := tc.NetConn().(*looptls.Transport)
+		if !ok {
+			return nil, errors.New("internal error: a backend TLS session on a connection pgmts did not dial")
+		}
+		s.tlsVersion = tls.VersionName(tc.ConnectionState().Version)
+		s.sess = looptls.NewSession(tc, tr, keptPlain)
+		return tr.Conn, nil
+	}
+	if tr, ok := conn.(*looptls.Transport); ok {
+		return tr.Conn, nil
+	}
+	return conn, nil
+}
+
+// send writes b to the backend, through its TLS session if it has one.
+func (s *Server) send(b []byte) error {
+	if s.sess != nil {
+		_, err := s.sess.Write(b)
+		return err
+	}
+	_, err := s.gc.Write(b)
+	return err
+}
+
+// readable returns what the backend sent that the server has not used:
+// gc's bytes, or, on TLS, what they decrypt to (taken from gc). err is a
+// TLS session's failure, reported after what came before it.
+func (s *Server) readable(gc gnet.Conn) ([]byte, error) {
+	if s.sess == nil {
+		raw, _ := gc.Peek(-1)
+		return raw, nil
+	}
+	err := s.sess.Decrypt(gc)
+	return s.sess.Plain(), err
+}
+
+// used drops the first n bytes of what readable returned.
+func (s *Server) used(gc gnet.Conn, n int) {
+	if s.sess == nil {
+		_, _ = gc.Discard(n) // Discard(0) would drop everything
+		return
+	}
+	s.sess.Used(n)
+}
