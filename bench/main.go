@@ -50,6 +50,7 @@ type options struct {
 	instrTxns    int
 	cpuprofile   string
 	tls          bool
+	serverTLS    bool
 	smoke        bool
 }
 
@@ -101,6 +102,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.instrTxns, "instr-txns", 1000, "instructions scenario: transactions of the shorter of its two runs per pooler (the longer runs three times as many)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "fetch a pgmts CPU profile during the first repetition of this point (e.g. select/simple/50)")
 	fs.BoolVar(&o.tls, "tls", false, "clients reach both poolers over TLS (sslmode=require); direct stays plaintext")
+	fs.BoolVar(&o.serverTLS, "server-tls", false, "both poolers reach PostgreSQL over TLS, and direct runs use TLS too (a scratch cluster runs with ssl = on and a throwaway certificate; a server given by -dsn must accept TLS)")
 	fs.BoolVar(&o.smoke, "smoke", false, "check the harness in about a minute: tiny runs, results in a temp dir removed afterwards; fails on errors, never on timings")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -185,7 +187,8 @@ type bench struct {
 	// PgBouncer's path: the instructions scenario starts copies.
 	poolers      poolerSettings
 	pgbouncerBin string
-	sslmode      string
+	sslmode      string // the poolers' clients'
+	directSSL    string // direct runs'
 	csv          *csvLog
 	runs         []run
 	total        int // runs planned, for progress
@@ -195,7 +198,7 @@ type bench struct {
 }
 
 func runBench(ctx context.Context, o *options) (err error) {
-	b := &bench{o: o, sslmode: "disable", started: time.Now()}
+	b := &bench{o: o, sslmode: "disable", directSSL: "disable", started: time.Now()}
 	if b.pgbench, err = pgtest.FindBin("pgbench"); err != nil {
 		return err
 	}
@@ -230,7 +233,17 @@ func runBench(ctx context.Context, o *options) (err error) {
 	}
 
 	progress("PostgreSQL: %s", map[bool]string{true: "reusing " + o.dsn, false: "starting a scratch cluster"}[o.dsn != ""])
-	if b.pg, err = startPostgres(ctx, o.dsn); err != nil {
+	var pgTLS *tlsFiles
+	if o.serverTLS {
+		b.directSSL = "require"
+		if o.dsn == "" {
+			if pgTLS, err = writePostgresTLSFiles(b.work); err != nil {
+				return err
+			}
+		}
+		progress("both poolers and direct runs reach PostgreSQL over TLS")
+	}
+	if b.pg, err = startPostgres(ctx, o.dsn, pgTLS); err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, b.pg.stop()) }()
@@ -307,7 +320,7 @@ func raiseFileLimit(o *options) {
 
 func (b *bench) settings() poolerSettings {
 	return poolerSettings{pg: b.pg, backends: b.o.backends, sessionPool: b.o.sessClients,
-		maxClients: b.o.idleClients + 1000}
+		maxClients: b.o.idleClients + 1000, serverTLS: b.o.serverTLS}
 }
 
 func (b *bench) startPoolers() error {
@@ -437,7 +450,7 @@ func (b *bench) pointTargets(p point) []string {
 func (b *bench) endpoint(target string, p point) (port int, db, sslmode string) {
 	switch target {
 	case direct:
-		return b.pg.port, b.pg.dbname, "disable"
+		return b.pg.port, b.pg.dbname, b.directSSL
 	case pgmtsT:
 		port = b.pgmts.port
 	default:
@@ -791,6 +804,9 @@ func (b *bench) machine(ctx context.Context) machine {
 	tls := "plaintext"
 	if o.tls {
 		tls = "TLS to the poolers (sslmode=require)"
+	}
+	if o.serverTLS {
+		tls += "; TLS to PostgreSQL from the poolers and direct runs"
 	}
 	m.Settings = fmt.Sprintf("pgbench -i -s %d; %d s per run (plus 1 s per 150 clients for their logins); repetitions: %d (idle clients: %d); transaction pool of %d backends, session pool of %d; %s; %s; pgbench -j 2 (1 for one client); paced: pgbench -R %d.",
 		o.scale, o.seconds, o.reps, o.idleReps, o.backends, o.sessClients, auth, tls, o.pacedRate)

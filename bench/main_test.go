@@ -64,4 +64,15 @@ func TestPoolerConfigs(t *testing.T) {
 			t.Errorf("PgBouncer config lacks %q:\n%s", want, ini)
 		}
 	}
+	// -server-tls: both poolers require TLS to PostgreSQL; without it, neither uses it.
+	for _, tls := range []bool{false, true} {
+		s.serverTLS = tls
+		mode := map[bool]string{false: "disable", true: "require"}[tls]
+		if toml := pgmtsConfig(s, 6432, 9127, false); !strings.Contains(toml, `server_tls_mode = "`+mode+`"`) {
+			t.Errorf("server TLS %v: pgmts config lacks server_tls_mode %s:\n%s", tls, mode, toml)
+		}
+		if ini := pgbouncerConfig(s, 6433, "/tmp/userlist.txt"); !strings.Contains(ini, "server_tls_sslmode = "+mode+"\n") {
+			t.Errorf("server TLS %v: PgBouncer config lacks server_tls_sslmode %s:\n%s", tls, mode, ini)
+		}
+	}
 }

@@ -46,15 +46,22 @@ type postgres struct {
 }
 
 // startPostgres reuses the server of dsn, or starts a scratch cluster
-// (as the postgres OS user when root) that Stop removes.
-func startPostgres(ctx context.Context, dsn string) (*postgres, error) {
+// (as the postgres OS user when root) that Stop removes; with tls, the
+// scratch cluster serves TLS with that certificate.
+func startPostgres(ctx context.Context, dsn string, tls *tlsFiles) (*postgres, error) {
 	pg := &postgres{}
 	admin := dsn
 	if dsn == "" {
+		// Room for direct runs beside both poolers' transaction and
+		// session pools; the buffers hold a scale-10 database.
+		conf := map[string]string{"max_connections": "500", "shared_buffers": "'256MB'"}
+		if tls != nil {
+			conf["ssl"] = "on"
+			conf["ssl_cert_file"] = "'" + tls.cert + "'"
+			conf["ssl_key_file"] = "'" + tls.key + "'"
+		}
 		c, err := pgtest.Start(pgtest.Options{
-			// Room for direct runs beside both poolers' transaction and
-			// session pools; the buffers hold a scale-10 database.
-			Conf:      map[string]string{"max_connections": "500", "shared_buffers": "'256MB'"},
+			Conf:      conf,
 			Users:     []pgtest.User{{Name: "bench", Password: "bench"}},
 			Databases: []string{"bench"},
 		})
@@ -123,6 +130,7 @@ type poolerSettings struct {
 	sessionPool int // session pool size: one backend per client
 	maxClients  int
 	tls         *tlsFiles // nil: plaintext clients
+	serverTLS   bool      // the poolers reach PostgreSQL over TLS
 	// under, when set, runs the pooler under this command (valgrind and
 	// its options, for the instructions scenario), with env added.
 	under []string
@@ -266,9 +274,9 @@ debug_pprof = %t
 log_level = "warn"
 auth_type = "scram-sha-256"
 max_client_conn = %d
-server_tls_mode = "disable"
+server_tls_mode = %q
 admin_users = [%q]
-`, port, metricsPort, pprof, s.maxClients, s.pg.user)
+`, port, metricsPort, pprof, s.maxClients, s.serverTLSMode(), s.pg.user)
 	if s.tls != nil {
 		fmt.Fprintf(&b, "client_tls_mode = \"require\"\nclient_tls_cert_file = %q\nclient_tls_key_file = %q\n", s.tls.cert, s.tls.key)
 	}
@@ -364,7 +372,44 @@ log_disconnections = 0
 	if s.tls != nil {
 		fmt.Fprintf(&b, "client_tls_sslmode = require\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\n", s.tls.cert, s.tls.key)
 	}
+	fmt.Fprintf(&b, "server_tls_sslmode = %s\n", s.serverTLSMode())
 	return b.String()
+}
+
+// serverTLSMode is how both poolers reach PostgreSQL (pgmts's
+// server_tls_mode, PgBouncer's server_tls_sslmode).
+func (s poolerSettings) serverTLSMode() string {
+	if s.serverTLS {
+		return "require"
+	}
+	return "disable"
+}
+
+// writePostgresTLSFiles writes a throwaway certificate for a scratch
+// PostgreSQL, in a directory of its own: PostgreSQL wants its key readable
+// by its OS user only.
+func writePostgresTLSFiles(work string) (*tlsFiles, error) {
+	dir := filepath.Join(work, "postgres-tls")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, err
+	}
+	t, err := writeTLSFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(t.key, 0o600); err != nil {
+		return nil, err
+	}
+	cred, err := pgtest.Credential()
+	if err != nil || cred == nil {
+		return t, err
+	}
+	for _, f := range []string{t.cert, t.key} {
+		if err := os.Chown(f, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
 }
 
 // tlsFiles is a throwaway self-signed certificate both poolers present.
