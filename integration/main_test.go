@@ -372,6 +372,12 @@ func hijack(t testing.TB, pc *pgconn.PgConn) *pgconn.HijackedConn {
 // test with the first few errors.
 func concurrentClients(t *testing.T, p *pgmts, n int, fn func(ctx context.Context, i int, c *pgx.Conn) error, extra ...string) {
 	t.Helper()
+	concurrentConns(t, p.dsn(benchUser, benchPass, "bench", append([]string{"default_query_exec_mode=simple_protocol"}, extra...)...), n, fn)
+}
+
+// concurrentConns is concurrentClients for any connection string.
+func concurrentConns(t *testing.T, dsn string, n int, fn func(ctx context.Context, i int, c *pgx.Conn) error) {
+	t.Helper()
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
@@ -380,7 +386,7 @@ func concurrentClients(t *testing.T, p *pgmts, n int, fn func(ctx context.Contex
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			c, err := pgx.Connect(ctx, p.dsn(benchUser, benchPass, "bench", append([]string{"default_query_exec_mode=simple_protocol"}, extra...)...))
+			c, err := pgx.Connect(ctx, dsn)
 			if err != nil {
 				errs <- err
 				return

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -218,36 +217,18 @@ func TestServerTLSWorkload(t *testing.T) {
 	})
 	dsn := p.dsn("tlsonly", "tls-pw", "tlsdb")
 
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for i := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := pgx.Connect(ctx10(t), dsn)
-			if err != nil {
-				errs <- err
-				return
+	concurrentConns(t, dsn, 16, func(ctx context.Context, i int, c *pgx.Conn) error {
+		for j := range 100 {
+			var got int
+			if err := c.QueryRow(ctx, "SELECT $1::int * 1000 + $2::int", i, j).Scan(&got); err != nil {
+				return err
 			}
-			defer c.Close(ctx10(t))
-			for j := range 100 {
-				var got int
-				if err := c.QueryRow(ctx10(t), "SELECT $1::int * 1000 + $2::int", i, j).Scan(&got); err != nil {
-					errs <- err
-					return
-				}
-				if got != i*1000+j {
-					errs <- fmt.Errorf("client %d query %d: got %d", i, j, got)
-					return
-				}
+			if got != i*1000+j {
+				return fmt.Errorf("query %d: got %d", j, got)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 
 	c, err := pgx.Connect(ctx10(t), dsn)
 	if err != nil {

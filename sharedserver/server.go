@@ -500,9 +500,24 @@ func (s *Server) HostedTraffic(gc gnet.Conn) gnet.Action {
 	if s.dead {
 		return gnet.Close
 	}
-	buf, err := s.readable(gc)
+	// On TLS the session decrypts gnet's bytes first (tls.go); err, its
+	// failure, counts after what came before it.
+	var (
+		buf []byte
+		err error
+	)
+	if s.sess == nil {
+		buf, _ = gc.Peek(-1)
+	} else {
+		err = s.sess.Decrypt(gc)
+		buf = s.sess.Plain()
+	}
 	if n := s.consume(buf); n > 0 {
-		s.used(gc, n)
+		if s.sess == nil {
+			_, _ = gc.Discard(n) // Discard(0) would drop everything
+		} else {
+			s.sess.Used(n)
+		}
 	}
 	if err != nil && !s.dead {
 		s.fail(fmt.Errorf("backend TLS session: %w", err))

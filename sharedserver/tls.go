@@ -7,7 +7,6 @@ import (
 	"net"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/pgmts/pgmts/looptls"
 )
@@ -54,32 +53,11 @@ func (s *Server) hostable(conn net.Conn) (net.Conn, error) {
 }
 
 // send writes b to the backend, through its TLS session if it has one.
-func (s *Server) send(b []byte) error {
+func (s *Server) send(b []byte) (err error) {
 	if s.sess != nil {
-		_, err := s.sess.Write(b)
-		return err
+		_, err = s.sess.Write(b)
+	} else {
+		_, err = s.gc.Write(b)
 	}
-	_, err := s.gc.Write(b)
 	return err
-}
-
-// readable returns what the backend sent that the server has not used:
-// gc's bytes, or, on TLS, what they decrypt to (taken from gc). err is a
-// TLS session's failure, reported after what came before it.
-func (s *Server) readable(gc gnet.Conn) ([]byte, error) {
-	if s.sess == nil {
-		raw, _ := gc.Peek(-1)
-		return raw, nil
-	}
-	err := s.sess.Decrypt(gc)
-	return s.sess.Plain(), err
-}
-
-// used drops the first n bytes of what readable returned.
-func (s *Server) used(gc gnet.Conn, n int) {
-	if s.sess == nil {
-		_, _ = gc.Discard(n) // Discard(0) would drop everything
-		return
-	}
-	s.sess.Used(n)
 }
