@@ -64,7 +64,10 @@ func (el *eventloop) accept0(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 		}
 
 		el := el.engine.eventLoops.next(remoteAddr)
-		c := newStreamConn(network, nfd, el, el.listeners[fd].addr, remoteAddr)
+		c := newAcceptedConn(network, nfd, el, el.listeners[fd])
+		if !c.setPeer(sa) {
+			c.sideFields().remoteAddr = remoteAddr
+		}
 		err = el.poller.Trigger(queue.HighPriority, el.register, c)
 		if err != nil {
 			el.getLogger().Errorf("failed to enqueue the accepted socket fd=%d to poller: %v", c.fd, err)
@@ -110,9 +113,9 @@ func (el *eventloop) accept(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) e
 		}
 	}
 
-	c := newStreamConn(network, nfd, el, el.listeners[fd].addr, nil)
+	c := newAcceptedConn(network, nfd, el, el.listeners[fd])
 	if !c.setPeer(sa) {
-		c.remoteAddr = socket.SockaddrToTCPOrUnixAddr(sa)
+		c.sideFields().remoteAddr = socket.SockaddrToTCPOrUnixAddr(sa)
 	}
 	return el.register0(c)
 }

@@ -42,15 +42,13 @@ type conn struct {
 	fd             int                 // file descriptor
 	ctx            any                 // user-defined context
 	safeCtx        atomic.Pointer[any] // safe user-defined context
-	remote         *unix.Sockaddr      // peer of an unconnected UDP socket (pgmts: a pointer, and nil for stream conns)
-	localAddr      net.Addr            // local addr
-	remoteAddr     net.Addr            // remote addr
 	loop           *eventloop          // connected event-loop
+	local          *net.Addr           // local addr: the listener's, or in side (pgmts)
+	side           *connSide           // what few connections use, made at first use (pgmts)
 	outboundBuffer elastic.Buffer      // buffer for data that is eligible to be sent to the remote
 	inboundBuffer  elastic.RingBuffer  // buffer for leftover data from the remote
 	bufStart       int32               // the latest bytes not yet consumed are loop.buffer[bufStart:bufEnd] (pgmts: see latest)
 	bufEnd         int32
-	cache          []byte   // temporary cache for the inbound data
 	peerIP         [16]byte // accepted TCP peer's IP, see setPeer (pgmts)
 	isDatagram     bool     // UDP protocol
 	protoTCP       bool     // protocol name was "tcp" (pgmts: a bool, not the string)
@@ -85,30 +83,77 @@ func (c *conn) setPeer(sa unix.Sockaddr) bool {
 	return true
 }
 
+// connSide holds what an idle accepted TCP connection never uses, made at
+// first use (pgmts: with conn's outbound buffer's list made at first use
+// too, conn is 128 bytes instead of 192): addresses other than a listener's
+// and an accepted TCP peer's, an unconnected UDP socket's peer, and the
+// cache Next and Peek return when the bytes asked for are split.
+type connSide struct {
+	localAddr  net.Addr       // local addr when it is not a listener's
+	remoteAddr net.Addr       // remote addr when it is not peerIP's
+	remote     *unix.Sockaddr // peer of an unconnected UDP socket
+	cache      []byte         // temporary cache for the inbound data
+}
+
+// sideFields returns c.side, made if need be.
+func (c *conn) sideFields() *connSide {
+	if c.side == nil {
+		c.side = &connSide{}
+	}
+	return c.side
+}
+
+// setAddrs keeps the addresses a new connection was made with.
+func (c *conn) setAddrs(localAddr, remoteAddr net.Addr) {
+	if localAddr == nil && remoteAddr == nil {
+		return
+	}
+	s := c.sideFields()
+	s.localAddr, s.remoteAddr = localAddr, remoteAddr
+	if localAddr != nil {
+		c.local = &s.localAddr
+	}
+}
+
+// udpPeer is the peer of an unconnected UDP socket, nil for other
+// connections.
+func (c *conn) udpPeer() *unix.Sockaddr {
+	if c.side == nil {
+		return nil
+	}
+	return c.side.remote
+}
+
 func newStreamConn(proto string, fd int, el *eventloop, localAddr, remoteAddr net.Addr) (c *conn) {
 	c = &conn{
-		fd:         fd,
-		protoTCP:   proto == "tcp",
-		loop:       el,
-		localAddr:  localAddr,
-		remoteAddr: remoteAddr,
+		fd:       fd,
+		protoTCP: proto == "tcp",
+		loop:     el,
 	}
+	c.setAddrs(localAddr, remoteAddr)
 	initStreamPoll(c)
 	c.outboundBuffer.Reset(el.engine.opts.WriteBufferCap)
 	return
+}
+
+// newAcceptedConn is newStreamConn for a connection ln accepted: its local
+// address is the listener's, not a copy (pgmts).
+func newAcceptedConn(proto string, fd int, el *eventloop, ln *listener) *conn {
+	c := newStreamConn(proto, fd, el, nil, nil)
+	c.local = &ln.addr
+	return c
 }
 
 func newUDPConn(fd int, el *eventloop, localAddr net.Addr, sa unix.Sockaddr, connected bool) (c *conn) {
 	c = &conn{
 		fd:         fd,
 		loop:       el,
-		localAddr:  localAddr,
-		remoteAddr: socket.SockaddrToUDPAddr(sa),
 		isDatagram: true,
 	}
+	c.setAddrs(localAddr, socket.SockaddrToUDPAddr(sa))
 	initUDPPoll(c, el)
 	if !connected && sa != nil {
-		c.remote = &sa
+		c.sideFields().remote = &sa
 	}
 	return
 }
@@ -119,20 +164,23 @@ func (c *conn) release() {
 	c.ctx = nil
 	c.safeCtx.Store(nil)
 	c.setLatest(0)
-	if addr, ok := c.localAddr.(*net.TCPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
-		bsPool.Put(bs.StringToBytes(addr.Zone))
+	if s := c.side; s != nil {
+		if addr, ok := s.localAddr.(*net.TCPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
+			bsPool.Put(bs.StringToBytes(addr.Zone))
+		}
+		if addr, ok := s.remoteAddr.(*net.TCPAddr); ok && len(addr.Zone) > 0 {
+			bsPool.Put(bs.StringToBytes(addr.Zone))
+		}
+		if addr, ok := s.localAddr.(*net.UDPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
+			bsPool.Put(bs.StringToBytes(addr.Zone))
+		}
+		if addr, ok := s.remoteAddr.(*net.UDPAddr); ok && len(addr.Zone) > 0 {
+			bsPool.Put(bs.StringToBytes(addr.Zone))
+		}
+		s.localAddr = nil
+		s.remoteAddr = nil
 	}
-	if addr, ok := c.remoteAddr.(*net.TCPAddr); ok && len(addr.Zone) > 0 {
-		bsPool.Put(bs.StringToBytes(addr.Zone))
-	}
-	if addr, ok := c.localAddr.(*net.UDPAddr); ok && len(c.loop.listeners) == 0 && len(addr.Zone) > 0 {
-		bsPool.Put(bs.StringToBytes(addr.Zone))
-	}
-	if addr, ok := c.remoteAddr.(*net.UDPAddr); ok && len(addr.Zone) > 0 {
-		bsPool.Put(bs.StringToBytes(addr.Zone))
-	}
-	c.localAddr = nil
-	c.remoteAddr = nil
+	c.local = nil
 	c.peerLen = 0
 	if !c.isDatagram {
 		c.inboundBuffer.Done()
@@ -141,7 +189,7 @@ func (c *conn) release() {
 }
 
 func (c *conn) open(buf []byte) error {
-	if c.isDatagram && c.remote == nil {
+	if c.isDatagram && c.udpPeer() == nil {
 		return unix.Send(c.fd, buf, 0)
 	}
 
@@ -329,10 +377,11 @@ func (c *conn) sendTo(buf []byte, addr unix.Sockaddr) (n int, err error) {
 	if addr != nil {
 		return len(buf), unix.Sendto(c.fd, buf, 0, addr)
 	}
-	if c.remote == nil { // connected UDP socket of client
+	remote := c.udpPeer()
+	if remote == nil { // connected UDP socket of client
 		return len(buf), unix.Send(c.fd, buf, 0)
 	}
-	return len(buf), unix.Sendto(c.fd, buf, 0, *c.remote) // unconnected UDP socket of server
+	return len(buf), unix.Sendto(c.fd, buf, 0, *remote) // unconnected UDP socket of server
 }
 
 // latest returns the bytes of the latest read that the handler has not
@@ -418,14 +467,14 @@ func (c *conn) Peek(n int) (buf []byte, err error) {
 
 	remaining := n - inBufferLen
 	buf = append(buf, c.latest()[:remaining]...)
-	c.cache = buf
+	c.sideFields().cache = buf
 	return
 }
 
 func (c *conn) Discard(n int) (int, error) {
-	if len(c.cache) > 0 {
-		bsPool.Put(c.cache)
-		c.cache = nil
+	if s := c.side; s != nil && len(s.cache) > 0 {
+		bsPool.Put(s.cache)
+		s.cache = nil
 	}
 
 	inBufferLen := c.inboundBuffer.Buffered()
@@ -505,14 +554,22 @@ func (c *conn) OutboundBuffered() int {
 	return c.outboundBuffer.Buffered()
 }
 
-func (c *conn) Context() any        { return c.ctx }
-func (c *conn) SetContext(ctx any)  { c.ctx = ctx }
-func (c *conn) LocalAddr() net.Addr { return c.localAddr }
+func (c *conn) Context() any       { return c.ctx }
+func (c *conn) SetContext(ctx any) { c.ctx = ctx }
+func (c *conn) LocalAddr() net.Addr {
+	if c.local == nil {
+		return nil
+	}
+	return *c.local
+}
 func (c *conn) RemoteAddr() net.Addr {
 	if c.peerLen != 0 {
 		return socket.NewTCPAddr(c.peerIP[:c.peerLen], int(c.peerPort))
 	}
-	return c.remoteAddr
+	if c.side == nil {
+		return nil
+	}
+	return c.side.remoteAddr
 }
 
 // Implementation of Socket interface

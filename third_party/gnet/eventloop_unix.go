@@ -227,7 +227,7 @@ func (el *eventloop) register0(c *conn) error {
 		return err
 	}
 	el.connections.addConn(c, el.idx)
-	if c.isDatagram && c.remote != nil {
+	if c.isDatagram && c.udpPeer() != nil {
 		return nil
 	}
 	return el.open(c)
@@ -494,7 +494,7 @@ func (el *eventloop) readUDP(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 	}
 	c.setLatest(n)
 	action := el.eventHandler.OnTraffic(c)
-	if c.remote != nil {
+	if c.udpPeer() != nil {
 		c.release()
 	}
 	if action == Shutdown {

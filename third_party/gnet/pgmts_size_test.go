@@ -8,9 +8,9 @@ import (
 )
 
 // TestConnFootprint guards the per-connection size pgmts trimmed (see
-// PGMTS.md): 192 bytes, a size class.
+// PGMTS.md): 128 bytes, a size class.
 func TestConnFootprint(t *testing.T) {
-	if size := unsafe.Sizeof(conn{}); size > 192 {
-		t.Fatalf("conn is %d bytes, want at most 192", size)
+	if size := unsafe.Sizeof(conn{}); size > 128 {
+		t.Fatalf("conn is %d bytes, want at most 128", size)
 	}
 }

@@ -26,10 +26,22 @@ import (
 // Ring-buffer is the top-priority buffer to store response data, gnet will only switch to
 // list-buffer if the data size of ring-buffer reaches the maximum(MaxStackingBytes), list-buffer is more
 // flexible and scalable, which helps the application reduce memory footprint.
+//
+// pgmts: the list-buffer is made at first use (list), and its methods that
+// only read or drain it take a nil one as empty: every connection has an
+// outbound Buffer, and few ever fill its ring.
 type Buffer struct {
 	maxStaticBytes int
 	ringBuffer     RingBuffer
-	listBuffer     linkedlist.Buffer
+	listBuffer     *linkedlist.Buffer
+}
+
+// list returns the list-buffer, made if need be: for writes.
+func (mb *Buffer) list() *linkedlist.Buffer {
+	if mb.listBuffer == nil {
+		mb.listBuffer = &linkedlist.Buffer{}
+	}
+	return mb.listBuffer
 }
 
 // New instantiates an elastic.Buffer and returns it.
@@ -83,14 +95,14 @@ func (mb *Buffer) Discard(n int) (discarded int, err error) {
 // Write appends data to this buffer.
 func (mb *Buffer) Write(p []byte) (n int, err error) {
 	if !mb.listBuffer.IsEmpty() || mb.ringBuffer.Buffered() >= mb.maxStaticBytes {
-		mb.listBuffer.PushBack(p)
+		mb.list().PushBack(p)
 		return len(p), nil
 	}
 	if mb.ringBuffer.Len() >= mb.maxStaticBytes {
 		writable := mb.ringBuffer.Available()
 		if n = len(p); n > writable {
 			_, _ = mb.ringBuffer.Write(p[:writable])
-			mb.listBuffer.PushBack(p[writable:])
+			mb.list().PushBack(p[writable:])
 			return
 		}
 	}
@@ -102,7 +114,7 @@ func (mb *Buffer) Writev(bs [][]byte) (int, error) {
 	if !mb.listBuffer.IsEmpty() || mb.ringBuffer.Buffered() >= mb.maxStaticBytes {
 		var n int
 		for _, b := range bs {
-			mb.listBuffer.PushBack(b)
+			mb.list().PushBack(b)
 			n += len(b)
 		}
 		return n, nil
@@ -118,7 +130,7 @@ func (mb *Buffer) Writev(bs [][]byte) (int, error) {
 		cum += len(b)
 		if len(b) > writable {
 			_, _ = mb.ringBuffer.Write(b[:writable])
-			mb.listBuffer.PushBack(b[writable:])
+			mb.list().PushBack(b[writable:])
 			break
 		}
 		n, _ := mb.ringBuffer.Write(b)
@@ -126,7 +138,7 @@ func (mb *Buffer) Writev(bs [][]byte) (int, error) {
 	}
 	for pos++; pos < len(bs); pos++ {
 		cum += len(bs[pos])
-		mb.listBuffer.PushBack(bs[pos])
+		mb.list().PushBack(bs[pos])
 	}
 	return cum, nil
 }
@@ -134,7 +146,7 @@ func (mb *Buffer) Writev(bs [][]byte) (int, error) {
 // ReadFrom implements io.ReaderFrom.
 func (mb *Buffer) ReadFrom(r io.Reader) (int64, error) {
 	if !mb.listBuffer.IsEmpty() || mb.ringBuffer.Buffered() >= mb.maxStaticBytes {
-		return mb.listBuffer.ReadFrom(r)
+		return mb.list().ReadFrom(r)
 	}
 	return mb.ringBuffer.ReadFrom(r)
 }

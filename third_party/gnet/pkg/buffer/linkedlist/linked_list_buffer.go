@@ -31,7 +31,9 @@ func (b *node) len() int {
 	return len(b.buf)
 }
 
-// Buffer is a linked list of node.
+// Buffer is a linked list of node. (pgmts: a nil *Buffer is an empty one
+// for the methods that only read or drain it: elastic.Buffer makes its
+// list at first use.)
 type Buffer struct {
 	head  *node
 	tail  *node
@@ -159,6 +161,9 @@ func (llb *Buffer) PeekWithBytes(maxBytes int, bs ...[]byte) ([][]byte, error) {
 			}
 		}
 	}
+	if llb == nil {
+		return bss, nil
+	}
 	for iter := llb.head; iter != nil; iter = iter.next {
 		offset := iter.len()
 		if cum+offset > maxBytes {
@@ -249,16 +254,22 @@ func (llb *Buffer) Len() int {
 
 // Buffered returns the number of bytes that can be read from the current buffer.
 func (llb *Buffer) Buffered() int {
+	if llb == nil {
+		return 0
+	}
 	return llb.bytes
 }
 
 // IsEmpty reports whether l is empty.
 func (llb *Buffer) IsEmpty() bool {
-	return llb.head == nil
+	return llb == nil || llb.head == nil
 }
 
 // Reset removes all elements from this list.
 func (llb *Buffer) Reset() {
+	if llb == nil {
+		return
+	}
 	for b := llb.pop(); b != nil; b = llb.pop() {
 		bsPool.Put(b.buf)
 	}
@@ -270,7 +281,7 @@ func (llb *Buffer) Reset() {
 
 // pop returns and removes the head of l. If l is empty, it returns nil.
 func (llb *Buffer) pop() *node {
-	if llb.head == nil {
+	if llb == nil || llb.head == nil {
 		return nil
 	}
 	b := llb.head
