@@ -32,6 +32,23 @@ func TestMedian(t *testing.T) {
 	}
 }
 
+// TestRounds pairs the repetitions by number: a failed run or one with no
+// counterpart is left out, a tie meets the target, and fewer than two
+// pairs tell nothing.
+func TestRounds(t *testing.T) {
+	g := &cell{runs: []run{{Rep: 1, TPS: 30, AvgMs: 0.2}, {Rep: 2, TPS: 32, AvgMs: 0.3}, {Rep: 3, TPS: 25, AvgMs: 0.1}, {Rep: 4, TPS: 40, AvgMs: 0.1}}}
+	x := &cell{runs: []run{{Rep: 1, TPS: 28, AvgMs: 0.2}, {Rep: 2, TPS: 33, AvgMs: 0.1}, {Rep: 3, Err: "failed"}}}
+	if got := rounds(g, x, fTPS, true); got != "1 of 2" {
+		t.Errorf("tps: %s, want 1 of 2", got)
+	}
+	if got := rounds(g, x, fAvg, false); got != "1 of 2" { // rep 1 ties
+		t.Errorf("latency: %s, want 1 of 2", got)
+	}
+	if got := rounds(g, &cell{runs: x.runs[:1]}, fTPS, true); got != "—" {
+		t.Errorf("one pair: %s, want —", got)
+	}
+}
+
 func equal(a, b []float64) bool {
 	if len(a) != len(b) {
 		return false
@@ -156,7 +173,7 @@ func TestMarkdown(t *testing.T) {
 		"## One large result (1,000 rows of 1,000 bytes)",
 		"| pgbouncer | 100 | 0.800 |  |",
 		"pgmts/PgBouncer: 0.62",
-		"| select/simple/50 tps ≥ PgBouncer | 31,000 | 28,000 | yes |",
+		"| select/simple/50 tps ≥ PgBouncer | 31,000 | 28,000 | yes | — |", // PgBouncer's second run failed
 		"| select/simple/50 CPU/txn ≤ PgBouncer (µs) | 13.0 | 16.0 | yes |",
 		"| storm/10 connections/s ≥ PgBouncer | 900 | 750 | yes |",
 		"| big/1000 pgmts RSS growth ≤ 32 MiB | 4.0 | 32.0 | yes |",
