@@ -2,7 +2,6 @@ package dispatcher
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -401,12 +400,10 @@ type clientConn struct {
 	// message is not re-peeked on every read (at most max_packet_size).
 	need int32
 
-	login *login
-	// tlsState is set once a TLS client's handshake is done.
-	tlsState *tls.ConnectionState
-	pid      uint32
-	key      [4]byte
-	client   *queue.Client
+	login  *login
+	pid    uint32
+	key    [4]byte
+	client *queue.Client
 }
 
 type phase uint8

@@ -248,7 +248,7 @@ func (cc *clientConn) authMethod() (string, *wire.Error) {
 	l := cc.login
 	method := cc.d.g.cfg().Pgmts.AuthType
 	if method == "hba" {
-		conn := hba.Conn{Database: l.database, User: l.user, Local: true, TLS: cc.tlsState != nil}
+		conn := hba.Conn{Database: l.database, User: l.user, Local: true, TLS: cc.tlsState() != nil}
 		host := "[local]"
 		if a, ok := cc.c.RemoteAddr().(*net.TCPAddr); ok {
 			conn.Local, conn.Addr, host = false, a.IP, a.IP.String()
@@ -350,7 +350,7 @@ func (cc *clientConn) checkTLS() *wire.Error {
 	if _, tcp := cc.c.RemoteAddr().(*net.TCPAddr); !tcp {
 		return nil
 	}
-	if cc.tlsState == nil {
+	if cc.tlsState() == nil {
 		e := wire.Fatal("28000", "pgmts accepts only TLS connections (client_tls_mode = %s)", mode)
 		e.Hint = "Connect with sslmode=require or stronger."
 		return e
@@ -366,15 +366,16 @@ func (cc *clientConn) checkTLS() *wire.Error {
 // reason is in Detail, for the log only.
 func (cc *clientConn) checkCert() *wire.Error {
 	user := cc.login.user
+	state := cc.tlsState()
 	e := wire.Fatal("28000", "certificate authentication failed for user %q", user)
 	switch {
-	case cc.tlsState == nil:
+	case state == nil:
 		e.Detail = "not a TLS connection"
-	case len(cc.tlsState.VerifiedChains) == 0:
+	case len(state.VerifiedChains) == 0:
 		e.Message = "connection requires a valid client certificate"
 		e.Detail = "no verified client certificate"
-	case cc.tlsState.PeerCertificates[0].Subject.CommonName != user:
-		e.Detail = fmt.Sprintf("certificate common name %q is not the user name", cc.tlsState.PeerCertificates[0].Subject.CommonName)
+	case state.PeerCertificates[0].Subject.CommonName != user:
+		e.Detail = fmt.Sprintf("certificate common name %q is not the user name", state.PeerCertificates[0].Subject.CommonName)
 	default:
 		return nil
 	}

@@ -80,8 +80,8 @@ func (g *Group) Snapshot() Snapshot {
 	g.mu.Lock()
 	g.clientsByPID.each(func(cc *clientConn) {
 		ci := ClientInfo{Client: cc.client, Dispatcher: cc.d.id, Addr: cc.c.RemoteAddr()}
-		if cc.tlsState != nil {
-			ci.TLSVersion = tls.VersionName(cc.tlsState.Version)
+		if state := cc.tlsState(); state != nil {
+			ci.TLSVersion = tls.VersionName(state.Version)
 		}
 		out.Clients = append(out.Clients, ci)
 	})

@@ -133,6 +133,15 @@ type tlsConn struct {
 	readPaused bool   // PauseRead was called last
 }
 
+// tlsState is a TLS client's handshake state once the handshake is done
+// (the session is on the loop), nil for a plaintext client.
+func (cc *clientConn) tlsState() *tls.ConnectionState {
+	if t, ok := cc.c.(*tlsConn); ok && t.gc != nil {
+		return &t.state
+	}
+	return nil
+}
+
 // tlsKeptPlain is the largest decrypted-bytes buffer a client's session
 // keeps between messages: the first one made, which a small query fits.
 const tlsKeptPlain = 1 << 10
@@ -215,7 +224,7 @@ func (t *tlsConn) ResumeRead() error {
 	if err := t.gc.ResumeRead(); err != nil {
 		return err
 	}
-	if err := t.decrypt(); err != nil {
+	if err := t.sess.Decrypt(t.gc); err != nil {
 		t.ended(err)
 	}
 	return nil
@@ -272,7 +281,6 @@ func (t *tlsConn) handshake(cfg *tls.Config, pending []byte, direct bool) error 
 func (t *tlsConn) HostedOpen(gc gnet.Conn) {
 	t.gc = gc
 	t.sess.OnLoop(gc)
-	t.cc.tlsState = &t.state
 	t.mu.Lock()
 	out, closing, paused := t.out, t.closing, t.readPaused
 	t.out = nil
@@ -292,7 +300,7 @@ func (t *tlsConn) HostedOpen(gc gnet.Conn) {
 
 // HostedTraffic implements queue.Hosted: the client sent something.
 func (t *tlsConn) HostedTraffic(gnet.Conn) gnet.Action {
-	err := t.decrypt()
+	err := t.sess.Decrypt(t.gc)
 	if len(t.sess.Plain()) > 0 && !t.cc.closed {
 		t.cc.resume() // what came before an error or close_notify counts
 	}
@@ -319,9 +327,6 @@ func (t *tlsConn) ended(err error) {
 	}
 	_ = t.gc.Close()
 }
-
-// decrypt takes the bytes the loop read from the socket into the session.
-func (t *tlsConn) decrypt() error { return t.sess.Decrypt(t.gc) }
 
 // addTLS and removeTLS track the TLS sessions, which gnet does not know
 // about, so that Stop can close them.

@@ -500,27 +500,21 @@ func (s *Server) HostedTraffic(gc gnet.Conn) gnet.Action {
 	if s.dead {
 		return gnet.Close
 	}
-	// On TLS the session decrypts gnet's bytes first (tls.go); err, its
-	// failure, counts after what came before it.
-	var (
-		buf []byte
-		err error
-	)
 	if s.sess == nil {
-		buf, _ = gc.Peek(-1)
-	} else {
-		err = s.sess.Decrypt(gc)
-		buf = s.sess.Plain()
-	}
-	if n := s.consume(buf); n > 0 {
-		if s.sess == nil {
+		buf, _ := gc.Peek(-1)
+		if n := s.consume(buf); n > 0 {
 			_, _ = gc.Discard(n) // Discard(0) would drop everything
-		} else {
+		}
+	} else {
+		// The session decrypts gnet's bytes first (tls.go); its failure
+		// counts after what came before it.
+		err := s.sess.Decrypt(gc)
+		if n := s.consume(s.sess.Plain()); n > 0 {
 			s.sess.Used(n)
 		}
-	}
-	if err != nil && !s.dead {
-		s.fail(fmt.Errorf("backend TLS session: %w", err))
+		if err != nil && !s.dead {
+			s.fail(fmt.Errorf("backend TLS session: %w", err))
+		}
 	}
 	if s.dead {
 		return gnet.None // fail closed it

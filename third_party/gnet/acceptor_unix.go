@@ -64,10 +64,7 @@ func (el *eventloop) accept0(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 		}
 
 		el := el.engine.eventLoops.next(remoteAddr)
-		c := newAcceptedConn(network, nfd, el, el.listeners[fd])
-		if !c.setPeer(sa) {
-			c.sideFields().remoteAddr = remoteAddr
-		}
+		c := newAcceptedConn(network, nfd, el, el.listeners[fd], sa)
 		err = el.poller.Trigger(queue.HighPriority, el.register, c)
 		if err != nil {
 			el.getLogger().Errorf("failed to enqueue the accepted socket fd=%d to poller: %v", c.fd, err)
@@ -113,9 +110,6 @@ func (el *eventloop) accept(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) e
 		}
 	}
 
-	c := newAcceptedConn(network, nfd, el, el.listeners[fd])
-	if !c.setPeer(sa) {
-		c.sideFields().remoteAddr = socket.SockaddrToTCPOrUnixAddr(sa)
-	}
+	c := newAcceptedConn(network, nfd, el, el.listeners[fd], sa)
 	return el.register0(c)
 }

@@ -136,11 +136,15 @@ func newStreamConn(proto string, fd int, el *eventloop, localAddr, remoteAddr ne
 	return
 }
 
-// newAcceptedConn is newStreamConn for a connection ln accepted: its local
-// address is the listener's, not a copy (pgmts).
-func newAcceptedConn(proto string, fd int, el *eventloop, ln *listener) *conn {
+// newAcceptedConn is newStreamConn for a connection ln accepted from peer
+// sa: its local address is the listener's, not a copy, and a TCP peer's
+// address is kept in place (setPeer) (pgmts).
+func newAcceptedConn(proto string, fd int, el *eventloop, ln *listener, sa unix.Sockaddr) *conn {
 	c := newStreamConn(proto, fd, el, nil, nil)
 	c.local = &ln.addr
+	if !c.setPeer(sa) {
+		c.sideFields().remoteAddr = socket.SockaddrToTCPOrUnixAddr(sa)
+	}
 	return c
 }
 
