@@ -24,7 +24,7 @@ import (
 )
 
 // Read, Write and Writev are for gnet's non-blocking sockets (pgmts): such
-// calls never block, so they go through RawSyscall and skip telling the Go
+// calls never block, so they go through rawSyscall6 and skip telling the Go
 // scheduler (entersyscall/exitsyscall), about 0.2 µs a call. They are
 // recv, send and sendmsg rather than read, write and writev: the socket
 // calls skip the VFS layer, about 0.1 µs less each on loopback TCP, and
@@ -54,9 +54,9 @@ func Close(fd int) error {
 // descriptor that is not a socket, read or write (fallback).
 func sockIO(trap, flags, fallback uintptr, fd int, p []byte) (int, error) {
 	// The pointer is converted in each call, as unsafe.Pointer's rules ask.
-	r, _, e := unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), flags, 0, 0)
+	r, e := rawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), flags, 0, 0)
 	if e == unix.ENOTSOCK {
-		r, _, e = unix.RawSyscall(fallback, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+		r, e = rawSyscall6(fallback, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0, 0, 0)
 	}
 	if e != 0 {
 		return -1, e
@@ -81,9 +81,9 @@ func Writev(fd int, iov [][]byte) (int, error) {
 	}
 	msg := unix.Msghdr{Iov: &vecs[0]}
 	msg.SetIovlen(len(vecs))
-	n, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_NOSIGNAL)
+	n, e := rawSyscall6(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_NOSIGNAL, 0, 0, 0)
 	if e == unix.ENOTSOCK {
-		n, _, e = unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&vecs[0])), uintptr(len(vecs)))
+		n, e = rawSyscall6(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&vecs[0])), uintptr(len(vecs)), 0, 0, 0)
 	}
 	if e != 0 {
 		return -1, e

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,6 +45,47 @@ func TestRawReadWrite(t *testing.T) {
 	}
 	if n, err := Write(-1, buf); n != -1 || err != unix.EBADF {
 		t.Fatalf("write to a bad fd: %d, %v", n, err)
+	}
+}
+
+// rawSyscall6 passes all six arguments: sendto with an address uses them
+// all.
+func TestRawSyscallSixArguments(t *testing.T) {
+	rfd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rfd)
+	if err := unix.Bind(rfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(rfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: [4]byte{127, 0, 0, 1}}
+	port := sa.(*unix.SockaddrInet4).Port
+	to.Port = uint16(port>>8) | uint16(port&0xff)<<8 // network byte order
+	sfd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sfd)
+	msg := []byte("six")
+	n, e := rawSyscall6(unix.SYS_SENDTO, uintptr(sfd), uintptr(unsafe.Pointer(&msg[0])), uintptr(len(msg)), 0,
+		uintptr(unsafe.Pointer(&to)), unix.SizeofSockaddrInet4)
+	if n != 3 || e != 0 {
+		t.Fatalf("sendto: %d, %v", n, e)
+	}
+	buf := make([]byte, 8)
+	var got int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if got, err = Read(rfd, buf); err != unix.EAGAIN {
+			break
+		}
+	}
+	if got != 3 || err != nil || string(buf[:3]) != "six" {
+		t.Fatalf("the datagram sent to the address: %d bytes, %v, %q", got, err, buf)
 	}
 }
 

@@ -175,7 +175,7 @@ func (w *waiter) park(events []unix.EpollEvent) (int, error) {
 // bookkeeping (see the top of this file). epoll_pwait with no signal mask
 // is epoll_wait on every architecture.
 func epollWaitRaw(epfd int, events []unix.EpollEvent, msec int) (int, error) {
-	r, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd),
+	r, e := rawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd),
 		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
 	if e != 0 {
 		return -1, e
@@ -187,7 +187,7 @@ func epollWaitRaw(epfd int, events []unix.EpollEvent, msec int) (int, error) {
 // bookkeeping: entering a system call the scheduler's way wakes a
 // deeply sleeping sysmon.
 func epollCtlRaw(epfd, op, fd int, event *unix.EpollEvent) error {
-	_, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd),
+	_, e := rawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd),
 		uintptr(unsafe.Pointer(event)), 0, 0)
 	if e != 0 {
 		return e

@@ -129,3 +129,38 @@ func TestAsyncPreemptOff(t *testing.T) {
 		}
 	}
 }
+
+// pgmts: the loop's own epoll_wait and epoll_ctl (rawSyscall6) return
+// counts and errors as unix's do.
+func TestRawEpollCalls(t *testing.T) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(epfd)
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(efd)
+	events := make([]unix.EpollEvent, 4)
+	if n, err := epollWaitRaw(epfd, events, 0); n != 0 || err != nil {
+		t.Fatalf("wait on an empty set: %d, %v", n, err)
+	}
+	if err := epollCtlRaw(epfd, unix.EPOLL_CTL_DEL, efd, nil); err != unix.ENOENT {
+		t.Fatalf("removing a descriptor not in the set: %v, want ENOENT", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	if err := epollCtlRaw(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := epollWaitRaw(epfd, events, -1); n != 1 || err != nil || events[0].Fd != int32(efd) {
+		t.Fatalf("wait: %d, %v, fd %d (want 1 event of fd %d)", n, err, events[0].Fd, efd)
+	}
+	if n, err := epollWaitRaw(-1, events, 0); n != -1 || err != unix.EBADF {
+		t.Fatalf("wait on a bad descriptor: %d, %v", n, err)
+	}
+}
