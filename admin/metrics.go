@@ -185,7 +185,7 @@ var dispatcherMetrics = []metric[dispatcher.DispatcherSnapshot]{
 		func(d *dispatcher.DispatcherSnapshot) float64 { return float64(d.Received) }},
 	{"pgmts_dispatcher_sent_bytes_total", "counter", "Reply bytes written to clients.",
 		func(d *dispatcher.DispatcherSnapshot) float64 { return float64(d.Sent) }},
-	{"pgmts_dispatcher_busy_seconds_total", "counter", "Time the dispatcher's event loop spent in callbacks.",
+	{"pgmts_dispatcher_busy_seconds_total", "counter", "Time the dispatcher's event loop spent in callbacks (one wake-up in eight is timed and counts for eight).",
 		func(d *dispatcher.DispatcherSnapshot) float64 { return d.Busy.Seconds() }},
 	{"pgmts_dispatcher_response_queue_depth", "gauge", "Replies waiting in the dispatcher's response queue.",
 		func(d *dispatcher.DispatcherSnapshot) float64 { return float64(d.Responses.Depth) }},
