@@ -16,7 +16,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil || o2.seconds != 2 {
 		t.Fatalf("smoke: -T %d, %v", o2.seconds, err)
 	}
-	if o.seconds != 3 || o.reps != 1 || o.scale != 1 || !reflect.DeepEqual(o.clients, []int{10}) ||
+	if o.seconds != 3 || o.reps != 1 || o.oneReps != 1 || o.scale != 1 || !reflect.DeepEqual(o.clients, []int{10}) ||
 		!reflect.DeepEqual(o.targets, []string{"pgmts", "direct"}) || o.idleClients != 50 {
 		t.Fatalf("smoke options %+v", o)
 	}
@@ -27,9 +27,14 @@ func TestParseFlags(t *testing.T) {
 	if o.seconds != 3 || o.reps != 3 || !reflect.DeepEqual(o.clients, []int{1, 10, 50, 200, 1000}) || o.idleClients != 10000 || len(o.scenarios) != 7 || o.pacedRate != 200 {
 		t.Fatalf("default options %+v", o)
 	}
+	if o.repsFor(point{Scenario: scSelect, Clients: 1}) != 7 || o.repsFor(point{Scenario: scSelect, Clients: 10}) != 3 ||
+		o.repsFor(point{Scenario: scStorm, Clients: 1}) != 3 {
+		t.Errorf("repetitions: one-client select %d, 10-client select %d, one-client storm %d; want 7, 3, 3",
+			o.repsFor(point{Scenario: scSelect, Clients: 1}), o.repsFor(point{Scenario: scSelect, Clients: 10}), o.repsFor(point{Scenario: scStorm, Clients: 1}))
+	}
 	for _, bad := range [][]string{
 		{"-clients", "1,x"}, {"-clients", "0"}, {"-protocols", "simpel"}, {"-scenarios", "select,tcpb"},
-		{"-targets", "odyssey"}, {"-reps", "0"}, {"extra"},
+		{"-targets", "odyssey"}, {"-reps", "0"}, {"-one-client-reps", "0"}, {"extra"},
 	} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%q): want an error", bad)
