@@ -1,6 +1,6 @@
 // Command pgmtsbench measures PostgreSQL directly, through pgmts and
 // through PgBouncer side by side in one run: pgbench scenarios interleaved
-// over several repetitions, idle clients and a large result, with medians,
+// (the order turned each round) over several repetitions, idle clients and a large result, with medians,
 // ratios, a CSV, a markdown summary and an SVG chart. `make bench` runs it;
 // README's "Benchmarks" section lists its flags.
 package main
@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -545,7 +546,7 @@ func (b *bench) runSeconds(p point) int {
 
 func (b *bench) pgbenchPoint(ctx context.Context, p point, targets []string) error {
 	for rep := 1; rep <= b.o.repsFor(p); rep++ {
-		for _, t := range targets {
+		for _, t := range roundOrder(targets, rep) {
 			r := run{point: p, Target: t, Rep: rep}
 			if err := b.pgbenchRun(ctx, &r); err != nil {
 				return err
@@ -554,6 +555,18 @@ func (b *bench) pgbenchPoint(ctx context.Context, p point, targets []string) err
 		}
 	}
 	return nil
+}
+
+// roundOrder is the order of the targets in repetition rep (from 1): the
+// list turned by one place each round, so that every target runs in every
+// position as often as the others (direct, pgmts, PgBouncer; then pgmts,
+// PgBouncer, direct; ...). A run's start depends on what ran just before
+// (the direct run's backend exits as the next run starts, and the kernel
+// places the next pgbench where the last one left off), and in a fixed
+// order one pooler always came right after direct.
+func roundOrder(targets []string, rep int) []string {
+	k := (rep - 1) % len(targets)
+	return append(slices.Clone(targets[k:]), targets[:k]...)
 }
 
 // pgbenchRun fills r with one pgbench run. Only the harness's own failures
@@ -656,7 +669,7 @@ func fetch(url, path string) error {
 func (b *bench) bigPoint(ctx context.Context, p point) error {
 	query := fmt.Sprintf("SELECT repeat('x', 1000) FROM generate_series(1, %d)", p.Clients)
 	for rep := 1; rep <= b.o.reps; rep++ {
-		for _, t := range b.o.targets {
+		for _, t := range roundOrder(b.o.targets, rep) {
 			r := run{point: p, Target: t, Rep: rep}
 			proc := b.proc(t)
 			var (

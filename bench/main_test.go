@@ -81,3 +81,21 @@ func TestPoolerConfigs(t *testing.T) {
 		}
 	}
 }
+
+// Every target runs in every position once over as many rounds as there
+// are targets.
+func TestRoundOrder(t *testing.T) {
+	targets := []string{"direct", "pgmts", "pgbouncer"}
+	want := [][]string{{"direct", "pgmts", "pgbouncer"}, {"pgmts", "pgbouncer", "direct"}, {"pgbouncer", "direct", "pgmts"}, {"direct", "pgmts", "pgbouncer"}}
+	for rep := 1; rep <= len(want); rep++ {
+		if got := roundOrder(targets, rep); !reflect.DeepEqual(got, want[rep-1]) {
+			t.Errorf("round %d: %v, want %v", rep, got, want[rep-1])
+		}
+	}
+	if !reflect.DeepEqual(targets, []string{"direct", "pgmts", "pgbouncer"}) {
+		t.Errorf("roundOrder changed its argument: %v", targets)
+	}
+	if got := roundOrder([]string{"pgmts"}, 5); !reflect.DeepEqual(got, []string{"pgmts"}) {
+		t.Errorf("one target: %v", got)
+	}
+}

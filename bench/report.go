@@ -260,7 +260,7 @@ type machine struct {
 func writeMarkdown(w io.Writer, s *summary, m machine, chart string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# pgmts benchmark, %s\n\n", m.Date)
-	fmt.Fprintf(&b, "Medians over the repetitions; targets interleaved (direct, pgmts, PgBouncer, then again). %s\n\n", m.Settings)
+	fmt.Fprintf(&b, "Medians over the repetitions; targets interleaved, the order turned by one place each round (direct, pgmts, PgBouncer; pgmts, PgBouncer, direct; ...). %s\n\n", m.Settings)
 
 	var pgb []point
 	for _, p := range s.points {
