@@ -1,8 +1,9 @@
 // Command pgmtsbench measures PostgreSQL directly, through pgmts and
 // through PgBouncer side by side in one run: pgbench scenarios interleaved
-// (the order turned each round) over several repetitions, idle clients and a large result, with medians,
-// ratios, a CSV, a markdown summary and an SVG chart. `make bench` runs it;
-// README's "Benchmarks" section lists its flags.
+// (the order turned each round) over several repetitions, idle clients and
+// a large result, with medians, ratios, a CSV, a markdown summary and an
+// SVG chart. `make bench` runs it; README's "Benchmarks" section lists its
+// flags.
 package main
 
 import (

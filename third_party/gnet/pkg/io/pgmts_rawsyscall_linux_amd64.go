@@ -13,8 +13,7 @@ import "golang.org/x/sys/unix"
 // linked among the package's own functions, next to its callers, which is
 // why pkg/netpoll has the same function: one shared package would be
 // linked elsewhere. (Measured with perf at one pgbench client: about 1 µs
-// less user time per transaction, of some 10.) The
-// uintptr arguments that carry pointers are converted in the call
-// expression, so the objects stay put (unsafe.Pointer's rule for calls to
-// assembly functions).
+// less user time per transaction, of some 10.) The uintptr arguments that
+// carry pointers are converted in the call expression, so the objects stay
+// put (unsafe.Pointer's rule for calls to assembly functions).
 func rawSyscall6(trap, a1, a2, a3, a4, a5, a6 uintptr) (r1 uintptr, errno unix.Errno)

@@ -4,17 +4,8 @@ package netpoll
 
 import "golang.org/x/sys/unix"
 
-// rawSyscall6 is syscall.RawSyscall6 (a system call the Go scheduler is not
-// told about) written in this package (pgmts). syscall.RawSyscall6 returns
-// through three functions on three other pages of the binary (an ABI
-// wrapper, RawSyscall6 itself, the runtime's Syscall6); on a machine whose
-// TLB is emptied at every system call (page-table isolation without PCID,
-// as on many VMs) each costs a page walk after every call. This one is
-// linked among the package's own functions, next to its callers, which is
-// why pkg/io has the same function: one shared package would be linked
-// elsewhere. (Measured with perf at one pgbench client: about 1 µs less
-// user time per transaction, of some 10.) The
-// uintptr arguments that carry pointers are converted in the call
-// expression, so the objects stay put (unsafe.Pointer's rule for calls to
-// assembly functions).
+// rawSyscall6 is pkg/io's rawSyscall6 (pgmts; the reasons are there): a
+// system call the Go scheduler is not told about, in assembly linked among
+// this package's functions, so that epoll_wait and epoll_ctl return to a
+// page their caller shares instead of through syscall.RawSyscall6's three.
 func rawSyscall6(trap, a1, a2, a3, a4, a5, a6 uintptr) (r1 uintptr, errno unix.Errno)
