@@ -9,8 +9,13 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
 .PHONY: build run test lint fuzz bench bench-smoke bench-micro staticcheck
 
+# A static binary (no cgo): it runs on any Linux of its architecture
+# without a matching libc, and it does not map libc, whose pages a burst
+# of logins touches (about 250 KiB of resident memory; bench/RESULTS.md,
+# "Idle memory"). Host names resolve with Go's own resolver (/etc/hosts,
+# then DNS, as /etc/nsswitch.conf orders them).
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/pgmts
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/pgmts
 
 # The sample config points at 127.0.0.1:5432; scratch-pg.sh reuses a server
 # already there, or starts one under .scratch/ (git-ignored).
