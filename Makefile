@@ -11,7 +11,7 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
 # A static binary (no cgo): it runs on any Linux of its architecture
 # without a matching libc, and it does not map libc, whose pages a burst
-# of logins touches (about 250 KiB of resident memory; bench/RESULTS.md,
+# of logins touches (about 250 KiB of resident memory; bench/FINDINGS.md,
 # "Idle memory"). Host names resolve with Go's own resolver (/etc/hosts,
 # then DNS, as /etc/nsswitch.conf orders them).
 build:
