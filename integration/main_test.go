@@ -100,7 +100,11 @@ func setupAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "pgmts"), "../cmd/pgmts").CombinedOutput()
+	// Built as `make build` builds it (static, no cgo): the binary under
+	// test is the one operators run.
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "pgmts"), "../cmd/pgmts")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		return 1
