@@ -38,6 +38,11 @@ type Dispatcher struct {
 	// with their client_login_timeout deadline (loop-owned).
 	logins       map[*clientConn]time.Time
 	expireLogins gnet.RunnableFunc
+	// loginTimer asks the loop to drop the logins past their deadline. It
+	// runs only while logins are pending (loginTimerArmed, loop-owned), so
+	// an idle dispatcher has no timer waking it.
+	loginTimer      *time.Timer
+	loginTimerArmed bool
 	// held are the connections SUSPEND stopped reading, or whose login
 	// it holds (loop-owned).
 	held map[*clientConn]struct{}
@@ -60,7 +65,16 @@ func (g *Group) newDispatcher(id int) *Dispatcher {
 	d.drain = func(context.Context) error { d.drainResponses(); return nil }
 	d.logins = map[*clientConn]time.Time{}
 	d.held = map[*clientConn]struct{}{}
-	d.expireLogins = func(context.Context) error { d.dropSlowLogins(); return nil }
+	d.expireLogins = func(context.Context) error {
+		d.loginTimerArmed = false
+		d.dropSlowLogins()
+		if len(d.logins) > 0 {
+			d.armLoginTimer()
+		}
+		return nil
+	}
+	d.loginTimer = time.AfterFunc(time.Hour, d.checkLogins)
+	d.loginTimer.Stop()
 	return d
 }
 
@@ -71,6 +85,7 @@ func (d *Dispatcher) start(addrs []string, reusePort bool) error {
 	go func() {
 		defer d.g.wg.Done()
 		defer close(d.stopped)
+		defer d.loginTimer.Stop() // after the loop: nothing arms it again
 		d.done <- gnet.Rotate(d, addrs,
 			gnet.WithNumEventLoop(1),
 			gnet.WithMulticore(false),
@@ -78,7 +93,7 @@ func (d *Dispatcher) start(addrs []string, reusePort bool) error {
 			gnet.WithReusePort(reusePort),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(gnetLogger{d.log}),
-			gnet.WithTicker(true), // client_login_timeout may be set by a reload
+			gnet.WithTicker(true), // the first tick tells start the loop runs
 			gnet.WithIOBatching(d.g.cfg().Pgmts.IOUring),
 			// Register (handing a client over) reads the balancer from
 			// other goroutines; round robin's counter would race.
@@ -145,8 +160,31 @@ func (d *Dispatcher) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	c.SetContext(cc)
 	if t := d.g.cfg().Pgmts.ClientLoginTimeout; t > 0 {
 		d.logins[cc] = time.Now().Add(t)
+		d.armLoginTimer()
 	}
 	return nil, gnet.None
+}
+
+// armLoginTimer makes sure the pending logins' deadlines are checked: every
+// second, or four times per client_login_timeout when that is shorter (on
+// the loop).
+func (d *Dispatcher) armLoginTimer() {
+	if d.loginTimerArmed {
+		return
+	}
+	d.loginTimerArmed = true
+	every := time.Second
+	if t := d.g.cfg().Pgmts.ClientLoginTimeout; t > 0 {
+		every = min(every, t/4)
+	}
+	d.loginTimer.Reset(every)
+}
+
+// checkLogins is loginTimer's function: it does not run on the loop, so it
+// only asks the loop to drop the logins that took too long. OnOpen set
+// d.loop before it armed the timer.
+func (d *Dispatcher) checkLogins() {
+	_ = (*d.loop.Load()).Execute(context.Background(), d.expireLogins)
 }
 
 // handOver moves a just-accepted connection to dispatcher to: gnet there
@@ -164,19 +202,13 @@ func (d *Dispatcher) handOver(c gnet.Conn, to *Dispatcher) error {
 	return err
 }
 
-// OnTick implements gnet.EventHandler. It does not run on the loop, so it
-// only asks the loop to drop the logins that took too long.
+// OnTick implements gnet.EventHandler. gnet calls OnBoot before its loops
+// exist; the first tick comes once they run, and only then may Register
+// (Host, handOver) be called. Login deadlines have their own timer
+// (armLoginTimer), so later ticks have nothing to do: they are rare.
 func (d *Dispatcher) OnTick() (time.Duration, gnet.Action) {
-	// gnet calls OnBoot before its loops exist; the first tick comes once
-	// they run, and only then may Register (Host, handOver) be called.
 	d.bootOnce.Do(func() { close(d.booted) })
-	if l := d.loop.Load(); l != nil {
-		_ = (*l).Execute(context.Background(), d.expireLogins)
-	}
-	if t := d.g.cfg().Pgmts.ClientLoginTimeout; t > 0 {
-		return min(time.Second, t/4), gnet.None
-	}
-	return time.Second, gnet.None
+	return time.Hour, gnet.None
 }
 
 // dropSlowLogins closes the clients past client_login_timeout (on the loop).

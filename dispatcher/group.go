@@ -54,6 +54,8 @@ type Group struct {
 	tlsConns     map[*tlsConn]struct{}
 	clients      atomic.Int64
 	nextID       atomic.Uint64
+	// loginSeen wakes releaseAfterLogins at a login (capacity 1).
+	loginSeen chan struct{}
 
 	shuttingDown atomic.Bool
 	// refusing: SHUTDOWN WAIT_FOR_CLIENTS; new connections are refused,
@@ -76,7 +78,7 @@ type liveConfig struct {
 
 // New prepares the dispatchers; Start opens the listeners.
 func New(cfg *config.Config, router queue.Router, log *slog.Logger) (*Group, error) {
-	g := &Group{router: router, log: log, tlsConns: map[*tlsConn]struct{}{}, quit: make(chan struct{})}
+	g := &Group{router: router, log: log, tlsConns: map[*tlsConn]struct{}{}, quit: make(chan struct{}), loginSeen: make(chan struct{}, 1)}
 	if err := g.Reload(cfg); err != nil {
 		return nil, err
 	}

@@ -467,7 +467,7 @@ func (cc *clientConn) ready(serverParams map[string]string, err error) gnet.Acti
 	}
 	// The client exists before it is registered: other goroutines reach
 	// it through the registry (cancel requests, shutdown).
-	cc.client = queue.NewClient(cc.d.g.nextID.Add(1), l.pool, cc.d.responses, cc, circuit)
+	cc.client = queue.NewClient(cc.d.g.newClientID(), l.pool, cc.d.responses, cc, circuit)
 	cc.d.g.register(cc)
 	if t, ok := cc.c.(*tlsConn); ok {
 		t.client.Store(cc.client)

@@ -19,21 +19,40 @@ const (
 	loginBurst = 1000
 )
 
-// releaseAfterLogins runs until quit is closed.
+// releaseAfterLogins runs until quit is closed. It reads the login count
+// every loginQuiet only while logins come in: between bursts it sleeps
+// until the next login (loginSeen), so an idle pgmts has no ticker waking.
 func (g *Group) releaseAfterLogins(quit <-chan struct{}) {
 	t := time.NewTicker(loginQuiet)
 	defer t.Stop()
 	var b loginBursts
 	for {
+		// Drained before the count is read: a login after the reading
+		// leaves a fresh signal.
+		select {
+		case <-g.loginSeen:
+		default:
+		}
+		logins := g.nextID.Load()
+		quiet := logins == b.seen
+		if burst := b.settled(logins); burst > 0 {
+			start := time.Now()
+			debug.FreeOSMemory()
+			g.log.Debug("memory returned to the OS after a burst of logins", "logins", burst, "took", time.Since(start))
+		}
+		if quiet {
+			t.Stop()
+			select {
+			case <-quit:
+				return
+			case <-g.loginSeen:
+			}
+			t.Reset(loginQuiet)
+		}
 		select {
 		case <-quit:
 			return
 		case <-t.C:
-		}
-		if burst := b.settled(g.nextID.Load()); burst > 0 {
-			start := time.Now()
-			debug.FreeOSMemory()
-			g.log.Debug("memory returned to the OS after a burst of logins", "logins", burst, "took", time.Since(start))
 		}
 	}
 }
@@ -55,4 +74,15 @@ func (b *loginBursts) settled(logins uint64) uint64 {
 	}
 	b.released = logins
 	return burst
+}
+
+// newClientID numbers a client that has just logged in, and wakes
+// releaseAfterLogins if it sleeps.
+func (g *Group) newClientID() uint64 {
+	id := g.nextID.Add(1)
+	select {
+	case g.loginSeen <- struct{}{}:
+	default: // awake, or woken already
+	}
+	return id
 }

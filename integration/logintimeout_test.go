@@ -14,7 +14,8 @@ import (
 
 // TestClientLoginTimeout: a client that stalls before its startup packet,
 // or in the middle of SCRAM, is dropped after client_login_timeout with a
-// FATAL, while other clients log in and work.
+// FATAL, while other clients log in and work; so is one that comes after
+// a spell with no login pending.
 func TestClientLoginTimeout(t *testing.T) {
 	p := startPgmts(t, func(c *config.Config) { c.Pgmts.ClientLoginTimeout = time.Second })
 	addr := fmt.Sprintf("127.0.0.1:%d", p.port)
@@ -66,5 +67,21 @@ func TestClientLoginTimeout(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	if got := queryString(t, c, "SELECT 'still fine'"); got != "still fine" {
 		t.Fatal(got)
+	}
+
+	// No login was pending for a while, so the deadline timer stopped: the
+	// next stalled login starts it again.
+	late, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	start = time.Now()
+	_ = late.SetDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(late); err != nil || len(b) == 0 || b[0] != 'E' {
+		t.Fatalf("a stalled login after a quiet spell got %q, %v; want a FATAL ErrorResponse", b, err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("stalled client dropped after %v; client_login_timeout is 1s", d)
 	}
 }
