@@ -51,7 +51,7 @@ type Global struct {
 	UnixSocketDir   string        `toml:"unix_socket_dir"`  // "" = no unix socket
 	UnixSocketMode  string        `toml:"unix_socket_mode"` // octal, e.g. "0777"
 	Dispatchers     int           `toml:"dispatchers"`      // 0 = one per two CPUs (DispatcherCount)
-	IOUring         bool          `toml:"io_uring"`         // batch a dispatcher's socket reads and writes through io_uring
+	IOUring         bool          `toml:"io_uring"`         // batch a dispatcher's socket reads and writes through io_uring, and wait through it at one client
 	MaxClientConn   int           `toml:"max_client_conn"`
 	AuthType        string        `toml:"auth_type"`     // trust | plain | md5 | scram-sha-256 | hba
 	AuthFile        string        `toml:"auth_file"`     // PgBouncer userlist.txt format; "" = none

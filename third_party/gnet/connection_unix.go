@@ -218,6 +218,9 @@ func (c *conn) open(buf []byte) error {
 func (c *conn) write(data []byte) (n int, err error) {
 	isET := c.loop.engine.opts.EdgeTriggeredIO
 	n = len(data)
+	if c.loop.rw.queueSend(c, data) { // pgmts: see pgmts_ringwait_linux.go
+		return
+	}
 	// If there is pending data in outbound buffer,
 	// the current data ought to be appended to the
 	// outbound buffer for maintaining the sequence
@@ -268,6 +271,9 @@ func (c *conn) writev(bs [][]byte) (n int, err error) {
 
 	for _, b := range bs {
 		n += len(b)
+	}
+	if c.loop.rw.queueSend(c, bs...) { // pgmts: see pgmts_ringwait_linux.go
+		return
 	}
 
 	// If there is pending data in outbound buffer,

@@ -48,6 +48,7 @@ type eventloop struct {
 	connections  connMatrix        // loop connections storage
 	eventHandler EventHandler      // user eventHandler
 	batch        *ioBatch          // a wake-up's reads and writes, batched (pgmts: see pgmts_iobatch_linux.go), or nil
+	rw           *ringWait         // the wait through io_uring (pgmts: see pgmts_ringwait_linux.go), or nil
 }
 
 func (el *eventloop) Register(ctx context.Context, addr net.Addr) (<-chan RegisteredResult, error) {
@@ -289,6 +290,7 @@ loop:
 		return el.close(c, os.NewSyscallError("read", err))
 	}
 	recv += n
+	el.rw.read(c)
 
 	c.setLatest(n)
 	action := el.eventHandler.OnTraffic(c)
@@ -394,6 +396,7 @@ func (el *eventloop) close(c *conn, err error) error {
 		return nil // ignore stale connections
 	}
 
+	el.rw.forget(c.fd, false)
 	el.connections.delConn(c)
 	action := el.eventHandler.OnClose(c, err)
 

@@ -16,13 +16,20 @@ func (c *conn) setReadPaused(paused bool) error {
 		return nil
 	}
 	c.readPaused = paused
+	if paused {
+		c.loop.rw.forget(c.fd, false) // pgmts: nobody reads it now, the ring neither
+	}
 	return c.pollRead()
 }
+
+// epollReads (pgmts) reports whether epoll should poll c for reads:
+// not while they are paused, nor while the loop's ring reads it.
+func (c *conn) epollReads() bool { return !c.readPaused && !c.loop.rw.holds(c.fd) }
 
 // pollRead (level-triggered) polls c for reads, unless they are paused,
 // and for writes while its outbound buffer holds data.
 func (c *conn) pollRead() error {
-	return c.loop.poller.ModEvents(c.pollAttachment(), !c.readPaused, !c.outboundBuffer.IsEmpty())
+	return c.loop.poller.ModEvents(c.pollAttachment(), c.epollReads(), !c.outboundBuffer.IsEmpty())
 }
 
 // pollWrite polls c for writes, and for reads unless they are paused (an
@@ -31,5 +38,5 @@ func (c *conn) pollWrite() error {
 	if c.loop.engine.opts.EdgeTriggeredIO {
 		return c.loop.poller.ModReadWrite(c.pollAttachment(), true)
 	}
-	return c.loop.poller.ModEvents(c.pollAttachment(), !c.readPaused, true)
+	return c.loop.poller.ModEvents(c.pollAttachment(), c.epollReads(), true)
 }

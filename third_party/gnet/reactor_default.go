@@ -69,6 +69,7 @@ func (el *eventloop) orbit() error {
 		el.poller.SetBatchHooks(h.Clock, h.OnBatch, h.OnBatchEnd)
 	}
 	el.openBatch()
+	el.openRingWait()
 
 	err := el.poller.Polling(func(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) error {
 		c := el.connections.getConn(fd)
@@ -92,6 +93,7 @@ func (el *eventloop) orbit() error {
 	}
 
 	el.closeBatch()
+	el.closeRingWait()
 	el.closeConns()
 	el.engine.shutdown(err)
 
@@ -107,6 +109,7 @@ func (el *eventloop) run() error {
 		el.poller.SetBatchHooks(h.Clock, h.OnBatch, h.OnBatchEnd)
 	}
 	el.openBatch()
+	el.openRingWait()
 
 	err := el.poller.Polling(func(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) error {
 		c := el.connections.getConn(fd)
@@ -133,6 +136,7 @@ func (el *eventloop) run() error {
 	}
 
 	el.closeBatch()
+	el.closeRingWait()
 	el.closeConns()
 	el.engine.shutdown(err)
 

@@ -194,3 +194,20 @@ func epollCtlRaw(epfd, op, fd int, event *unix.EpollEvent) error {
 	}
 	return nil
 }
+
+// BusyWaitsEndBySignal (pgmts) reports whether an idle busy wait ends by
+// sysmon's preemption signal (asynchronous preemption on), not a timeout.
+func BusyWaitsEndBySignal() bool { return busyTimeout < 0 }
+
+// TakeBusySlot (pgmts) takes one of the busy-wait slots for a wait of the
+// loop's own that keeps its P; false when none is free.
+func (p *Poller) TakeBusySlot() bool {
+	if busyWaiters.Add(1) <= p.waiter.maxBusy {
+		return true
+	}
+	busyWaiters.Add(-1)
+	return false
+}
+
+// ReleaseBusySlot (pgmts) gives back a slot TakeBusySlot took.
+func (p *Poller) ReleaseBusySlot() { busyWaiters.Add(-1) }

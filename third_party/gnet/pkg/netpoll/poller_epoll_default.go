@@ -64,7 +64,25 @@ type Poller struct {
 	batchFlush func()
 
 	waiter waiter // pgmts: see pgmts_wait_linux.go
+
+	// ringWait (pgmts) waits instead of waiter when it reports used.
+	ringWait func(events []unix.EpollEvent) (n int, used bool, err error)
+	// epollWoke (pgmts) is told how many events each epoll wait brought.
+	epollWoke func(n int)
 }
+
+// SetEpollWoke (pgmts) sets epollWoke.
+func (p *Poller) SetEpollWoke(f func(n int)) { p.epollWoke = f }
+
+// SetRingWait (pgmts) sets a wait that replaces the epoll wait while
+// it reports used.
+func (p *Poller) SetRingWait(w func(events []unix.EpollEvent) (int, bool, error)) { p.ringWait = w }
+
+// EpollFD (pgmts) is the poller's epoll descriptor.
+func (p *Poller) EpollFD() int { return p.fd }
+
+// PollNow (pgmts) polls the epoll set without waiting.
+func (p *Poller) PollNow(events []unix.EpollEvent) (int, error) { return epollWaitRaw(p.fd, events, 0) }
 
 // SetIOBatchHooks (pgmts) has Polling call start with the events of each
 // epoll_wait that returned more than one, before anything else handles
@@ -185,7 +203,21 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 		// (pgmts_wait_linux.go), and a yield to the Go scheduler every
 		// yieldEvery instead of on every empty poll; see
 		// third_party/gnet/PGMTS.md.
-		n, parked, err := p.waiter.wait(el.events)
+		var (
+			n      int
+			parked bool
+			err    error
+			used   bool
+		)
+		if p.ringWait != nil {
+			n, used, err = p.ringWait(el.events)
+		}
+		if !used {
+			n, parked, err = p.waiter.wait(el.events)
+			if p.epollWoke != nil {
+				p.epollWoke(n)
+			}
+		}
 		now := clock()
 		if parked {
 			yielded = now
