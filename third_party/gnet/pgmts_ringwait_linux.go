@@ -197,16 +197,21 @@ func (r *ringWait) recv(rc *rconn) {
 	r.push(rwSQE{opcode: rwOpRecv, fd: int32(rc.c.fd), addr: uint64(uintptr(unsafe.Pointer(&b[0]))), len: uint32(len(b)), userData: uint64(rc.c.fd)<<32 | rc.gen&0xffffffff})
 }
 
-// read counts a connection's reads; on its rwEnterAfter-th it starts
-// waiting through the ring, if there is room.
+// read counts a connection's reads while the loop is calm; on its
+// rwEnterAfter-th it starts waiting through the ring, if there is room.
 func (r *ringWait) read(c *conn) {
 	if r == nil || c.readPaused || !c.protoTCP {
 		return
 	}
 	r.note(c.fd)
+	// A busy loop stops here: no per-read count where the ring is not
+	// used.
+	if !r.calm || r.crowded || len(r.conns) >= rwMaxConns {
+		return
+	}
 	n := r.reads[c.fd] + 1
 	r.reads[c.fd] = n
-	if n < rwEnterAfter || !r.calm || r.crowded || len(r.conns) >= rwMaxConns || r.conns[c.fd] != nil {
+	if n < rwEnterAfter || r.conns[c.fd] != nil {
 		return
 	}
 	region := -1
@@ -464,11 +469,7 @@ func (r *ringWait) deliver(rc *rconn, res int32) {
 	}
 	c.bufStart, c.bufEnd = int32(rc.region*rwRegion), int32(rc.region*rwRegion)+res
 	action := el.eventHandler.OnTraffic(c)
-	switch action {
-	case Close:
-		_ = el.close(c, nil)
-		return
-	case Shutdown:
+	if action == Close || action == Shutdown {
 		_ = el.close(c, nil)
 		return
 	}
