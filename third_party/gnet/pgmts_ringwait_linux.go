@@ -9,20 +9,16 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	errorx "github.com/panjf2000/gnet/v2/pkg/errors"
 	"github.com/panjf2000/gnet/v2/pkg/netpoll"
+	"github.com/panjf2000/gnet/v2/pkg/uring"
 )
 
 const (
-	rwOpPollAdd  = 6
-	rwOpSend     = 26
 	rwSendTag    = 1 << 62
-	rwOpRecv     = 27
-	rwSetup      = 1<<8 | 1<<12 | 1<<13 // COOP_TASKRUN | SINGLE_ISSUER | DEFER_TASKRUN
 	rwMaxConns   = 4
 	rwRegion     = 16 << 10
 	rwPollTag    = ^uint64(0)
@@ -31,32 +27,6 @@ const (
 	rwWindow     = 256 // wake-ups per window
 )
 
-type rwParams struct {
-	sqEntries, cqEntries, flags, sqThreadCPU, sqThreadIdle, features, wqFd uint32
-	resv                                                                   [3]uint32
-	sqOff                                                                  rwOffs
-	cqOff                                                                  rwOffs
-}
-type rwOffs struct {
-	head, tail, ringMask, ringEntries, x4, x5, x6, resv1 uint32
-	userAddr                                             uint64
-}
-type rwSQE struct {
-	opcode, flags uint8
-	ioprio        uint16
-	fd            int32
-	off, addr     uint64
-	len           uint32
-	opFlags       uint32
-	userData      uint64
-	pad           [3]uint64
-}
-type rwCQE struct {
-	userData uint64
-	res      int32
-	flags    uint32
-}
-
 type rconn struct {
 	c      *conn
 	region int // el.buffer[region*rwRegion:]
@@ -64,21 +34,15 @@ type rconn struct {
 }
 
 type ringWait struct {
-	el                             *eventloop
-	fd                             int // the ring, -1 while closed
-	mem, sqesMem                   []byte
-	leaving                        bool // shut at the next wait
-	shutting                       bool // no receive is posted again
-	sqHead, sqTail, cqHead, cqTail *uint32
-	sqMask, cqMask                 uint32
-	sqes                           []rwSQE
-	cqes                           []rwCQE
-	queued                         uint32
-	conns                          map[int]*rconn
-	regions                        [rwMaxConns]bool
-	pollArmed                      bool
-	gen                            uint64
-	reads                          map[int]int
+	el        *eventloop
+	ring      *uring.Core // nil while closed
+	leaving   bool        // shut at the next wait
+	shutting  bool        // no receive is posted again
+	conns     map[int]*rconn
+	regions   [rwMaxConns]bool
+	pollArmed bool
+	gen       uint64
+	reads     map[int]int
 	// The connections read in the current window of rwWindow wake-ups (at
 	// most rwActive kept; crowded once more were), and whether the last
 	// window was quiet enough for the ring.
@@ -90,8 +54,15 @@ type ringWait struct {
 	sendBuf  []byte
 	sendUsed int
 	pending  []rwSend
-	inflight int     // pending sends whose completion has not been handled
-	deferred []rwCQE // completions met while waiting for sends
+	inflight int      // pending sends whose completion has not been handled
+	deferred []rwDone // completions met while waiting for sends
+	stop     bool     // OnTraffic asked for the engine's shutdown
+}
+
+// rwDone is a completion: the operation's tag and result.
+type rwDone struct {
+	tag uint64
+	res int32
 }
 
 type rwSend struct {
@@ -105,7 +76,7 @@ func (el *eventloop) openRingWait() {
 	if !el.engine.opts.IOBatching || el.engine.opts.EdgeTriggeredIO || len(el.buffer) < rwMaxConns*rwRegion || !netpoll.BusyWaitsEndBySignal() {
 		return
 	}
-	r := &ringWait{el: el, fd: -1, conns: map[int]*rconn{}, reads: map[int]int{}, sendBuf: make([]byte, 64<<10)}
+	r := &ringWait{el: el, conns: map[int]*rconn{}, reads: map[int]int{}}
 	el.rw = r
 	el.poller.SetRingWait(r.wait)
 	el.poller.SetEpollWoke(r.woke)
@@ -115,49 +86,21 @@ func (el *eventloop) openRingWait() {
 // to it while the ring is open (SINGLE_ISSUER, DEFER_TASKRUN).
 func (r *ringWait) open() bool {
 	runtime.LockOSThread()
-	p := rwParams{flags: rwSetup}
-	fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 64, uintptr(unsafe.Pointer(&p)), 0)
-	if e != 0 {
+	ring, err := uring.Open(64, uring.SetupCoopTaskrun|uring.SetupSingleIssuer|uring.SetupDeferTaskrun)
+	if err != nil {
 		runtime.UnlockOSThread()
 		return false
 	}
-	r.fd = int(fd)
-	sqSize := int(p.sqOff.x6) + int(p.sqEntries)*4
-	cqSize := int(p.cqOff.x5) + int(p.cqEntries)*16
-	if cqSize > sqSize {
-		sqSize = cqSize
+	r.ring, r.pollArmed, r.leaving = ring, false, false
+	if r.sendBuf == nil {
+		r.sendBuf = make([]byte, 64<<10) // only for a loop that uses the ring
 	}
-	var err error
-	if r.mem, err = unix.Mmap(r.fd, 0, sqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err == nil {
-		r.sqesMem, err = unix.Mmap(r.fd, 0x10000000, int(p.sqEntries)*64, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
-	}
-	if err != nil {
-		r.closeRing()
-		return false
-	}
-	mem := r.mem
-	u32 := func(off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&mem[off])) }
-	r.sqHead, r.sqTail, r.sqMask = u32(p.sqOff.head), u32(p.sqOff.tail), *u32(p.sqOff.ringMask)
-	r.cqHead, r.cqTail, r.cqMask = u32(p.cqOff.head), u32(p.cqOff.tail), *u32(p.cqOff.ringMask)
-	arr := unsafe.Slice((*uint32)(unsafe.Pointer(&mem[p.sqOff.x6])), p.sqEntries)
-	for i := range arr {
-		arr[i] = uint32(i)
-	}
-	r.sqes = unsafe.Slice((*rwSQE)(unsafe.Pointer(&r.sqesMem[0])), p.sqEntries)
-	r.cqes = unsafe.Slice((*rwCQE)(unsafe.Pointer(&mem[p.cqOff.x5])), p.cqEntries)
-	r.queued, r.pollArmed, r.leaving = 0, false, false
 	return true
 }
 
 func (r *ringWait) closeRing() {
-	if r.mem != nil {
-		_ = unix.Munmap(r.mem)
-	}
-	if r.sqesMem != nil {
-		_ = unix.Munmap(r.sqesMem)
-	}
-	_ = unix.Close(r.fd)
-	r.fd, r.mem, r.sqesMem = -1, nil, nil
+	_ = r.ring.Close()
+	r.ring = nil
 	runtime.UnlockOSThread()
 }
 
@@ -165,14 +108,14 @@ func (r *ringWait) closeRing() {
 // (which cancels the receives: their bytes stay in the sockets); every
 // connection goes back to epoll.
 func (r *ringWait) shut() {
-	if r.fd < 0 {
+	if r.ring == nil {
 		return
 	}
 	r.shutting = true
 	defer func() { r.shutting = false }()
-	for r.queued > 0 || r.inflight > 0 || len(r.deferred) > 0 {
+	for r.ring.Queued() > 0 || r.inflight > 0 || len(r.deferred) > 0 {
 		r.flushSends()
-		if r.queued > 0 {
+		if r.ring.Queued() > 0 {
 			r.enter(0)
 		}
 		r.reap()
@@ -187,14 +130,9 @@ func (r *ringWait) shut() {
 	}
 }
 
-func (r *ringWait) push(e rwSQE) {
-	r.sqes[(atomic.LoadUint32(r.sqTail)+r.queued)&r.sqMask] = e
-	r.queued++
-}
-
 func (r *ringWait) recv(rc *rconn) {
 	b := r.el.buffer[rc.region*rwRegion : (rc.region+1)*rwRegion]
-	r.push(rwSQE{opcode: rwOpRecv, fd: int32(rc.c.fd), addr: uint64(uintptr(unsafe.Pointer(&b[0]))), len: uint32(len(b)), userData: uint64(rc.c.fd)<<32 | rc.gen&0xffffffff})
+	r.ring.Recv(rc.c.fd, b, 0, uint64(rc.c.fd)<<32|rc.gen&0xffffffff)
 }
 
 // read counts a connection's reads while the loop is calm; on its
@@ -224,7 +162,7 @@ func (r *ringWait) read(c *conn) {
 	if region < 0 {
 		return
 	}
-	if r.fd < 0 && !r.open() {
+	if r.ring == nil && !r.open() {
 		return
 	}
 	if err := r.el.poller.ModEvents(c.pollAttachment(), false, !c.outboundBuffer.IsEmpty()); err != nil {
@@ -262,23 +200,12 @@ func (r *ringWait) forget(fd int, back bool) {
 	}
 }
 
-// syncCancel cancels every request on fd and waits for it
-// (IORING_REGISTER_SYNC_CANCEL, IORING_ASYNC_CANCEL_FD|ALL).
+// syncCancel cancels every request on fd and waits for it.
 func (r *ringWait) syncCancel(fd int) {
-	if r.queued > 0 { // submit what waits first, so it can be cancelled
+	if r.ring.Queued() > 0 { // submit what waits first, so it can be cancelled
 		r.enter(0)
 	}
-	var reg struct {
-		addr          uint64
-		fd            int32
-		flags         uint32
-		tvSec, tvNsec int64
-		opcode        uint8
-		pad           [7]uint8
-		pad2          [3]uint64
-	}
-	reg.fd, reg.flags, reg.tvSec, reg.tvNsec = int32(fd), 1<<1|1<<0, -1, -1
-	_, _, _ = unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), 24, uintptr(unsafe.Pointer(&reg)), 1, 0, 0)
+	r.ring.CancelFD(fd)
 }
 
 // queueSend queues a write to c, to be sent with the next wait, and
@@ -287,7 +214,7 @@ func (r *ringWait) syncCancel(fd int) {
 // first, so that c's bytes keep their order, and the caller writes as
 // usual.
 func (r *ringWait) queueSend(c *conn, bs ...[]byte) bool {
-	if r == nil || r.fd < 0 {
+	if r == nil || r.ring == nil {
 		return false
 	}
 	n := 0
@@ -304,7 +231,7 @@ func (r *ringWait) queueSend(c *conn, bs ...[]byte) bool {
 				r.sendUsed += copy(r.sendBuf[r.sendUsed:], b)
 			}
 			p.end = r.sendUsed
-			r.sqes[p.slot].len = uint32(p.end - p.start)
+			r.ring.SetSendLen(p.slot, p.end-p.start)
 			return true
 		}
 		r.flushSends()
@@ -317,11 +244,9 @@ func (r *ringWait) queueSend(c *conn, bs ...[]byte) bool {
 	for _, b := range bs {
 		r.sendUsed += copy(r.sendBuf[r.sendUsed:], b)
 	}
-	slot := (atomic.LoadUint32(r.sqTail) + r.queued) & r.sqMask
+	slot := r.ring.Send(c.fd, r.sendBuf[start:r.sendUsed], unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, rwSendTag|uint64(len(r.pending)))
 	r.pending = append(r.pending, rwSend{c: c, start: start, end: r.sendUsed, slot: slot})
 	r.inflight++
-	r.push(rwSQE{opcode: rwOpSend, fd: int32(c.fd), addr: uint64(uintptr(unsafe.Pointer(&r.sendBuf[start]))), len: uint32(n),
-		opFlags: unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL, userData: rwSendTag | uint64(len(r.pending)-1)})
 	return true
 }
 
@@ -332,17 +257,11 @@ func (r *ringWait) flushSends() {
 		if e := r.enter(1); e != 0 && e != unix.EINTR {
 			return
 		}
-		for {
-			head, tail := atomic.LoadUint32(r.cqHead), atomic.LoadUint32(r.cqTail)
-			if head == tail {
-				break
-			}
-			e := r.cqes[head&r.cqMask]
-			atomic.StoreUint32(r.cqHead, head+1)
-			if e.userData != rwPollTag && e.userData&rwSendTag != 0 {
-				r.sent(int(e.userData&^rwSendTag), e.res)
+		for tag, res, ok := r.ring.Next(); ok; tag, res, ok = r.ring.Next() {
+			if tag != rwPollTag && tag&rwSendTag != 0 {
+				r.sent(int(tag&^rwSendTag), res)
 			} else {
-				r.deferred = append(r.deferred, e)
+				r.deferred = append(r.deferred, rwDone{tag, res})
 			}
 		}
 	}
@@ -379,31 +298,27 @@ func (r *ringWait) woke(int) {
 }
 
 // busy has the next wait give every connection back to epoll.
-func (r *ringWait) busy() { r.leaving = r.fd >= 0 }
+func (r *ringWait) busy() { r.leaving = r.ring != nil }
 
 func (r *ringWait) enter(wait uint32) unix.Errno {
 	for i := range r.pending {
 		r.pending[i].submitted = true
 	}
-	n := r.queued
-	atomic.StoreUint32(r.sqTail, atomic.LoadUint32(r.sqTail)+n)
-	r.queued = 0
-	_, _, e := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), uintptr(wait), 1, 0, 0)
-	return e
+	return r.ring.Enter(wait)
 }
 
 // wait is the poller's wait while connections wait through the ring.
 func (r *ringWait) wait(events []unix.EpollEvent) (int, bool, error) {
-	if r.fd < 0 {
+	if r.ring == nil {
 		return 0, false, nil
 	}
 	if r.leaving || len(r.conns) == 0 || !r.el.poller.TakeBusySlot() {
 		r.shut()
-		return 0, false, nil
+		return r.stopped(false)
 	}
 	defer r.el.poller.ReleaseBusySlot()
 	if !r.pollArmed {
-		r.push(rwSQE{opcode: rwOpPollAdd, fd: int32(r.el.poller.EpollFD()), opFlags: unix.POLLIN, userData: rwPollTag})
+		r.ring.PollAdd(r.el.poller.EpollFD(), unix.POLLIN, rwPollTag)
 		r.pollArmed = true
 	}
 	if e := r.enter(uint32(r.inflight) + 1); e == unix.EINTR {
@@ -411,10 +326,13 @@ func (r *ringWait) wait(events []unix.EpollEvent) (int, bool, error) {
 		// the loop can park.
 		r.reap()
 		r.shut()
-		return 0, false, nil
+		return r.stopped(false)
 	}
 	got, epoll := r.reap()
 	r.woke(got)
+	if r.stop {
+		return r.stopped(true)
+	}
 	if epoll {
 		n, err := r.el.poller.PollNow(events)
 		return n, true, err
@@ -422,33 +340,43 @@ func (r *ringWait) wait(events []unix.EpollEvent) (int, bool, error) {
 	return 0, true, nil
 }
 
+// stopped is what wait returns without events: used, or
+// ErrEngineShutdown, which ends the loop as on epoll, once OnTraffic has
+// asked for it.
+func (r *ringWait) stopped(used bool) (int, bool, error) {
+	if r.stop {
+		r.stop = false
+		return 0, true, errorx.ErrEngineShutdown
+	}
+	return 0, used, nil
+}
+
 // reap handles the completions; it reports whether the epoll set is
 // readable.
 func (r *ringWait) reap() (got int, epoll bool) {
 	for {
-		var e rwCQE
+		var e rwDone
 		if len(r.deferred) > 0 {
 			e = r.deferred[0]
 			r.deferred = r.deferred[1:]
 		} else {
-			head, tail := atomic.LoadUint32(r.cqHead), atomic.LoadUint32(r.cqTail)
-			if head == tail {
+			tag, res, ok := r.ring.Next() // freed first: handlers may enter the ring
+			if !ok {
 				return got, epoll
 			}
-			e = r.cqes[head&r.cqMask]
-			atomic.StoreUint32(r.cqHead, head+1) // handlers may enter the ring
+			e = rwDone{tag, res}
 		}
-		if e.userData == rwPollTag {
+		if e.tag == rwPollTag {
 			r.pollArmed = false
 			epoll = true
 			continue
 		}
-		if e.userData&rwSendTag != 0 {
-			r.sent(int(e.userData&^rwSendTag), e.res)
+		if e.tag&rwSendTag != 0 {
+			r.sent(int(e.tag&^rwSendTag), e.res)
 			continue
 		}
-		rc := r.conns[int(e.userData>>32)]
-		if rc == nil || rc.gen&0xffffffff != e.userData&0xffffffff {
+		rc := r.conns[int(e.tag>>32)]
+		if rc == nil || rc.gen&0xffffffff != e.tag&0xffffffff {
 			continue // cancelled, or a connection gone
 		}
 		got++
@@ -468,10 +396,12 @@ func (r *ringWait) deliver(rc *rconn, res int32) {
 		return
 	}
 	c.bufStart, c.bufEnd = int32(rc.region*rwRegion), int32(rc.region*rwRegion)+res
-	action := el.eventHandler.OnTraffic(c)
-	if action == Close || action == Shutdown {
+	switch el.eventHandler.OnTraffic(c) {
+	case Close:
 		_ = el.close(c, nil)
 		return
+	case Shutdown:
+		r.stop = true
 	}
 	_, _ = c.inboundBuffer.Write(c.latest())
 	c.setLatest(0)

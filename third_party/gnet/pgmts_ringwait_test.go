@@ -20,6 +20,9 @@ type ringEcho struct {
 	ring   atomic.Int64
 	closed chan struct{}
 	pause  bool
+	// stopOn, when not zero, is a message's first byte that has the
+	// engine shut down.
+	stopOn byte
 }
 
 func (h *ringEcho) OnBoot(eng Engine) Action {
@@ -33,6 +36,9 @@ func (h *ringEcho) OnTraffic(c Conn) Action {
 		h.ring.Add(1)
 	}
 	msg, _ := c.Next(-1)
+	if h.stopOn != 0 && msg[0] == h.stopOn {
+		return Shutdown
+	}
 	half := len(msg) / 2
 	if _, err := c.Write(msg[:half]); err != nil {
 		panic(err)
@@ -101,5 +107,49 @@ func TestRingWait(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the server did not see the client close")
 		}
+	}
+}
+
+// TestRingWaitShutdown: a Shutdown from OnTraffic, for bytes read
+// through the ring, ends the engine as it does for bytes read on epoll.
+func TestRingWaitShutdown(t *testing.T) {
+	h := &ringEcho{eng: make(chan Engine, 1), closed: make(chan struct{}, 1), stopOn: 0xff}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	done := make(chan error, 1)
+	go func() { done <- Run(h, "tcp://"+addr, WithIOBatching(true)) }()
+	<-h.eng
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	got := make([]byte, 1)
+	for i := 0; i < 3000 && h.ring.Load() < 10; i++ {
+		if _, err := c.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.ring.Load() < 10 {
+		t.Fatal("the connection was never read through the ring")
+	}
+	if _, err := c.Write([]byte{0xff}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the engine did not shut down")
 	}
 }

@@ -210,7 +210,9 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 			used   bool
 		)
 		if p.ringWait != nil {
-			n, used, err = p.ringWait(el.events)
+			if n, used, err = p.ringWait(el.events); errors.Is(err, errorx.ErrEngineShutdown) {
+				return err // a Shutdown from OnTraffic
+			}
 		}
 		if !used {
 			n, parked, err = p.waiter.wait(el.events)

@@ -20,19 +20,8 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
-)
-
-const (
-	opSendmsg      = 9      // IORING_OP_SENDMSG
-	opRecv         = 27     // IORING_OP_RECV
-	enterGetEvents = 1 << 0 // IORING_ENTER_GETEVENTS
-	featSingleMmap = 1 << 0 // IORING_FEAT_SINGLE_MMAP
-	offSQRing      = 0
-	offCQRing      = 0x8000000
-	offSQEs        = 0x10000000
 )
 
 // ErrNotRun is the error Submit wraps when the kernel refused the whole
@@ -43,65 +32,15 @@ var ErrNotRun = errors.New("io_uring ran none of the operations")
 // send.
 const MaxIov = 8
 
-// params is struct io_uring_params.
-type params struct {
-	sqEntries, cqEntries, flags, sqThreadCPU, sqThreadIdle, features, wqFd uint32
-	resv                                                                   [3]uint32
-	sqOff                                                                  ringOffsets
-	cqOff                                                                  ringOffsets
-}
-
-// ringOffsets is struct io_sqring_offsets (head, tail, ring_mask,
-// ring_entries, flags, dropped, array) or io_cqring_offsets (head, tail,
-// ring_mask, ring_entries, overflow, cqes, flags): the same layout.
-type ringOffsets struct {
-	head, tail, ringMask, ringEntries, x4, x5, x6, resv1 uint32
-	userAddr                                             uint64
-}
-
-// sqe is struct io_uring_sqe (64 bytes).
-type sqe struct {
-	opcode      uint8
-	flags       uint8
-	ioprio      uint16
-	fd          int32
-	off         uint64
-	addr        uint64
-	len         uint32
-	msgFlags    uint32
-	userData    uint64
-	bufIndex    uint16
-	personality uint16
-	spliceFdIn  int32
-	addr3       uint64
-	pad         uint64
-}
-
-// cqe is struct io_uring_cqe.
-type cqe struct {
-	userData uint64
-	res      int32
-	flags    uint32
-}
-
 // Ring is an io_uring for sockets: queue sends (Sendmsg) and receives
 // (Recv), then Submit.
 // It is not safe for concurrent use.
 type Ring struct {
-	fd             int
-	ringMem, sqMem []byte
-	sqHead, sqTail *uint32
-	sqMask         uint32
-	sqArray        []uint32
-	sqes           []sqe
-	cqHead, cqTail *uint32
-	cqMask         uint32
-	cqes           []cqe
+	ring *Core
 	// One message header and MaxIov buffers per queued send, kept here
 	// (not on a stack, which may move) while the kernel reads them.
 	msgs    []unix.Msghdr
 	iovs    []unix.Iovec
-	queued  uint32
 	results []cqe // the completions Submit reaped
 }
 
@@ -111,22 +50,14 @@ type Ring struct {
 // It fails where io_uring is missing or not allowed (old kernels,
 // kernel.io_uring_disabled, seccomp filters such as Docker's default).
 func New(entries uint32) (*Ring, error) {
-	var p params
-	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
-	if errno != 0 {
-		return nil, os.NewSyscallError("io_uring_setup", errno)
-	}
-	r := &Ring{fd: int(fd)}
-	if err := r.mmap(&p); err != nil {
-		_ = r.Close()
+	c, err := Open(entries, 0)
+	if err != nil {
 		return nil, err
 	}
-	r.msgs = make([]unix.Msghdr, p.sqEntries)
-	r.iovs = make([]unix.Iovec, p.sqEntries*MaxIov)
-	r.results = make([]cqe, 0, p.cqEntries)
-	for i := range r.sqArray {
-		r.sqArray[i] = uint32(i) // slot i of the ring always names sqe i
-	}
+	r := &Ring{ring: c}
+	r.msgs = make([]unix.Msghdr, len(c.sqes))
+	r.iovs = make([]unix.Iovec, len(c.sqes)*MaxIov)
+	r.results = make([]cqe, 0, c.cqEntries)
 	if err := r.neverWaits(); err != nil {
 		_ = r.Close()
 		return nil, err
@@ -156,11 +87,10 @@ func (r *Ring) neverWaits() error {
 	}
 	r.Recv(fds[0], chunk, 0) // nothing was sent to fds[0]
 	r.Sendmsg(fds[0], [][]byte{chunk}, 1)
-	_, n := r.publish()
+	_, n := r.ring.publish()
 	// Submitted without waiting: what has not completed by the return
 	// would have waited.
-	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
-	if errno != 0 {
+	if _, errno := r.ring.enter(n, 0, 0); errno != 0 {
 		return os.NewSyscallError("io_uring_enter", errno)
 	}
 	done := r.reap()
@@ -176,46 +106,12 @@ func (r *Ring) neverWaits() error {
 	return nil
 }
 
-func (r *Ring) mmap(p *params) (err error) {
-	sqSize := int(p.sqOff.x6) + int(p.sqEntries)*4 // the array ends the SQ ring
-	cqSize := int(p.cqOff.x5) + int(p.cqEntries)*int(unsafe.Sizeof(cqe{}))
-	if p.features&featSingleMmap == 0 {
-		return os.NewSyscallError("io_uring_setup", unix.ENOSYS) // before Linux 5.4
-	}
-	size := sqSize
-	if cqSize > size {
-		size = cqSize
-	}
-	if r.ringMem, err = unix.Mmap(r.fd, offSQRing, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
-		return os.NewSyscallError("mmap", err)
-	}
-	sqeSize := int(p.sqEntries) * int(unsafe.Sizeof(sqe{}))
-	if r.sqMem, err = unix.Mmap(r.fd, offSQEs, sqeSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
-		return os.NewSyscallError("mmap", err)
-	}
-	at := func(off uint32) unsafe.Pointer { return unsafe.Pointer(&r.ringMem[off]) }
-	r.sqHead, r.sqTail = (*uint32)(at(p.sqOff.head)), (*uint32)(at(p.sqOff.tail))
-	r.sqMask = *(*uint32)(at(p.sqOff.ringMask))
-	r.sqArray = unsafe.Slice((*uint32)(at(p.sqOff.x6)), p.sqEntries)
-	r.sqes = unsafe.Slice((*sqe)(unsafe.Pointer(&r.sqMem[0])), p.sqEntries)
-	r.cqHead, r.cqTail = (*uint32)(at(p.cqOff.head)), (*uint32)(at(p.cqOff.tail))
-	r.cqMask = *(*uint32)(at(p.cqOff.ringMask))
-	r.cqes = unsafe.Slice((*cqe)(at(p.cqOff.x5)), p.cqEntries)
-	return nil
-}
-
-// Cap is how many operations one Submit takes.
-func (r *Ring) Cap() int { return len(r.sqes) }
-
-// Queued is how many operations wait for Submit.
-func (r *Ring) Queued() int { return int(r.queued) }
-
 // Sendmsg queues a non-blocking send of bufs (the first MaxIov that are
 // not empty) on the socket fd; tag comes back with its result. The
 // buffers must stay untouched until Submit returns. The caller keeps
 // Queued below Cap.
 func (r *Ring) Sendmsg(fd int, bufs [][]byte, tag uint64) {
-	i := r.queued
+	i := r.ring.queued
 	iov := r.iovs[i*MaxIov : i*MaxIov : (i+1)*MaxIov]
 	for _, b := range bufs {
 		if len(b) > 0 && len(iov) < MaxIov {
@@ -228,43 +124,25 @@ func (r *Ring) Sendmsg(fd int, bufs [][]byte, tag uint64) {
 		m.Iov = &iov[0]
 	}
 	m.Iovlen = uint64(len(iov))
-	r.push(sqe{opcode: opSendmsg, fd: int32(fd), addr: uint64(uintptr(unsafe.Pointer(m))),
-		len: 1, msgFlags: unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL, userData: tag})
+	r.ring.sendmsg(fd, m, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, tag)
 }
 
 // Recv queues a non-blocking receive into buf from the socket fd; tag
 // comes back with its result. buf must stay untouched until Submit
 // returns. The caller keeps Queued below Cap.
 func (r *Ring) Recv(fd int, buf []byte, tag uint64) {
-	r.push(sqe{opcode: opRecv, fd: int32(fd), addr: uint64(uintptr(unsafe.Pointer(&buf[0]))),
-		len: uint32(len(buf)), msgFlags: unix.MSG_DONTWAIT, userData: tag})
-}
-
-// push queues e in the next free slot of the submission ring.
-func (r *Ring) push(e sqe) {
-	r.sqes[(atomic.LoadUint32(r.sqTail)+r.queued)&r.sqMask] = e
-	r.queued++
-}
-
-// publish hands the queued operations to the kernel's side of the ring
-// (the next io_uring_enter submits them); it returns the tail before
-// them and their count.
-func (r *Ring) publish() (tail, n uint32) {
-	tail, n = atomic.LoadUint32(r.sqTail), r.queued
-	atomic.StoreUint32(r.sqTail, tail+n)
-	r.queued = 0
-	return tail, n
+	r.ring.Recv(fd, buf, unix.MSG_DONTWAIT, tag)
 }
 
 // reap moves the completions the kernel has posted to r.results and
 // returns how many there were.
 func (r *Ring) reap() uint32 {
-	head, tail := atomic.LoadUint32(r.cqHead), atomic.LoadUint32(r.cqTail)
-	for i := head; i != tail; i++ {
-		r.results = append(r.results, r.cqes[i&r.cqMask])
+	n := uint32(0)
+	for tag, res, ok := r.ring.Next(); ok; tag, res, ok = r.ring.Next() {
+		r.results = append(r.results, cqe{userData: tag, res: res})
+		n++
 	}
-	atomic.StoreUint32(r.cqHead, tail)
-	return tail - head
+	return n
 }
 
 // Submit runs what was queued, with one io_uring_enter (more only if a
@@ -275,27 +153,23 @@ func (r *Ring) reap() uint32 {
 // nothing ran, else the operations' state is unknown. done must not call
 // Submit.
 func (r *Ring) Submit(done func(tag uint64, res int32)) error {
-	if r.queued == 0 {
+	if r.ring.queued == 0 {
 		return nil
 	}
-	tail, n := r.publish()
+	tail, n := r.ring.publish()
 	toSubmit, waiting := n, n
 	for waiting > 0 {
-		// Raw: a non-blocking send never sleeps, and going through the
-		// scheduler's system call path would wake a sleeping sysmon
-		// (see pkg/netpoll/pgmts_wait_linux.go).
-		submitted, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit),
-			uintptr(waiting), enterGetEvents, 0, 0)
+		submitted, errno := r.ring.enter(toSubmit, waiting, enterGetEvents)
 		if errno != 0 && errno != unix.EINTR {
-			if toSubmit == n && atomic.LoadUint32(r.sqHead) == tail {
+			if toSubmit == n && atomic.LoadUint32(r.ring.sqHead) == tail {
 				// The kernel took none of them: take them back.
-				atomic.StoreUint32(r.sqTail, tail)
+				atomic.StoreUint32(r.ring.sqTail, tail)
 				return fmt.Errorf("%w: %v", ErrNotRun, os.NewSyscallError("io_uring_enter", errno))
 			}
 			return os.NewSyscallError("io_uring_enter", errno)
 		}
 		if errno == 0 {
-			toSubmit -= uint32(submitted)
+			toSubmit -= submitted
 		}
 		waiting -= r.reap()
 	}
@@ -319,13 +193,11 @@ func (r *Ring) Submit(done func(tag uint64, res int32)) error {
 	return nil
 }
 
+// Cap is how many operations one Submit takes.
+func (r *Ring) Cap() int { return r.ring.Cap() }
+
+// Queued is how many operations wait for Submit.
+func (r *Ring) Queued() int { return r.ring.Queued() }
+
 // Close releases the ring.
-func (r *Ring) Close() error {
-	if r.sqMem != nil {
-		_ = unix.Munmap(r.sqMem)
-	}
-	if r.ringMem != nil {
-		_ = unix.Munmap(r.ringMem)
-	}
-	return unix.Close(r.fd)
-}
+func (r *Ring) Close() error { return r.ring.Close() }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -195,14 +196,14 @@ func TestSubmitNotRun(t *testing.T) {
 	defer ln.Close()
 	r := newRing(t, 2)
 	fd, _ := pair(t, ln)
-	_ = unix.Close(r.fd)
+	_ = unix.Close(r.ring.fd)
 	r.Sendmsg(fd, [][]byte{[]byte("x")}, 1)
 	called := false
 	err = r.Submit(func(uint64, int32) { called = true })
 	if !errors.Is(err, ErrNotRun) || called || r.Queued() != 0 {
 		t.Fatalf("Submit on a closed ring: %v (called %v, %d queued); want ErrNotRun, no completion", err, called, r.Queued())
 	}
-	if head, tail := atomic.LoadUint32(r.sqHead), atomic.LoadUint32(r.sqTail); head != tail {
+	if head, tail := atomic.LoadUint32(r.ring.sqHead), atomic.LoadUint32(r.ring.sqTail); head != tail {
 		t.Errorf("the ring keeps %d operations the kernel never took", tail-head)
 	}
 }
@@ -214,10 +215,89 @@ func TestNeverWaits(t *testing.T) {
 	if err := r.neverWaits(); err != nil {
 		t.Fatal(err)
 	}
-	if head, tail := atomic.LoadUint32(r.sqHead), atomic.LoadUint32(r.sqTail); head != tail || r.Queued() != 0 {
+	if head, tail := atomic.LoadUint32(r.ring.sqHead), atomic.LoadUint32(r.ring.sqTail); head != tail || r.Queued() != 0 {
 		t.Errorf("the check left operations in the ring: head %d, tail %d, %d queued", head, tail, r.Queued())
 	}
-	if head, tail := atomic.LoadUint32(r.cqHead), atomic.LoadUint32(r.cqTail); head != tail {
+	if head, tail := atomic.LoadUint32(r.ring.cqHead), atomic.LoadUint32(r.ring.cqTail); head != tail {
 		t.Errorf("the check left %d completions unread", tail-head)
+	}
+}
+
+// TestCoreWaits drives a Core the way gnet's wait through io_uring does
+// (pgmts_ringwait_linux.go): a blocking receive and a poll wait in one
+// Enter; a queued send grows before it is submitted; CancelFD ends a
+// pending receive.
+func TestCoreWaits(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// SINGLE_ISSUER: only the thread that made the ring may enter it.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c, err := Open(8, SetupCoopTaskrun|SetupSingleIssuer|SetupDeferTaskrun)
+	if err != nil {
+		t.Skipf("no io_uring with DEFER_TASKRUN here: %v", err)
+	}
+	defer c.Close()
+	fd, peer := pair(t, ln)
+	buf := make([]byte, 64)
+	c.Recv(fd, buf, 0, 1)
+	pipe := make([]int, 2)
+	if err := unix.Pipe2(pipe, unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pipe[0])
+	defer unix.Close(pipe[1])
+	c.PollAdd(pipe[0], unix.POLLIN, 2)
+	msg := []byte("hello, world")
+	slot := c.Send(fd, msg[:5], unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 3)
+	c.SetSendLen(slot, len(msg))
+	if c.Queued() != 3 {
+		t.Fatalf("Queued = %d, want 3", c.Queued())
+	}
+	// The send completes during the call; the receive and the poll wait.
+	if e := c.Enter(1); e != 0 {
+		t.Fatal(e)
+	}
+	if tag, res, ok := c.Next(); !ok || tag != 3 || res != int32(len(msg)) {
+		t.Fatalf("first completion: tag %d, res %d, ok %v; want the send of %d bytes", tag, res, ok, len(msg))
+	}
+	if _, _, ok := c.Next(); ok {
+		t.Fatal("a completion with no data and no poll event")
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(peer, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("peer read %q, %v; want %q", got, err, msg)
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = peer.Write([]byte("pong"))
+		_, _ = unix.Write(pipe[1], []byte{1})
+	}()
+	seen := map[uint64]int32{}
+	for len(seen) < 2 {
+		if e := c.Enter(1); e != 0 && e != unix.EINTR {
+			t.Fatal(e)
+		}
+		for tag, res, ok := c.Next(); ok; tag, res, ok = c.Next() {
+			seen[tag] = res
+		}
+	}
+	if seen[1] != 4 || string(buf[:4]) != "pong" || seen[2]&unix.POLLIN == 0 {
+		t.Fatalf("completions %v, buffer %q; want a receive of \"pong\" and POLLIN", seen, buf[:4])
+	}
+	// A receive no data comes for ends when cancelled.
+	c.Recv(fd, buf, 0, 4)
+	if e := c.Enter(0); e != 0 {
+		t.Fatal(e)
+	}
+	c.CancelFD(fd)
+	if e := c.Enter(0); e != 0 { // with DEFER_TASKRUN, posts what is done
+		t.Fatal(e)
+	}
+	if tag, res, ok := c.Next(); !ok || tag != 4 || res != -int32(unix.ECANCELED) {
+		t.Fatalf("after CancelFD: tag %d, res %d, ok %v; want the receive, -ECANCELED", tag, res, ok)
 	}
 }
