@@ -396,7 +396,7 @@ func (el *eventloop) close(c *conn, err error) error {
 		return nil // ignore stale connections
 	}
 
-	el.rw.forget(c.fd, false)
+	el.rw.forget(c.fd)
 	el.connections.delConn(c)
 	action := el.eventHandler.OnClose(c, err)
 

@@ -17,7 +17,7 @@ func (c *conn) setReadPaused(paused bool) error {
 	}
 	c.readPaused = paused
 	if paused {
-		c.loop.rw.forget(c.fd, false) // pgmts: nobody reads it now, the ring neither
+		c.loop.rw.forget(c.fd) // pgmts: nobody reads it now, the ring neither
 	}
 	return c.pollRead()
 }

@@ -126,7 +126,7 @@ func (r *ringWait) shut() {
 	r.pending, r.sendUsed, r.inflight, r.deferred = r.pending[:0], 0, 0, nil
 	r.closeRing()
 	for _, rc := range conns {
-		_ = r.el.poller.ModEvents(rc.c.pollAttachment(), !rc.c.readPaused, !rc.c.outboundBuffer.IsEmpty())
+		_ = rc.c.pollRead()
 	}
 }
 
@@ -178,9 +178,10 @@ func (r *ringWait) read(c *conn) {
 // holds reports whether the ring reads fd (epoll must not).
 func (r *ringWait) holds(fd int) bool { return r != nil && r.conns[fd] != nil }
 
-// forget stops c's ring wait (cancelling its receive); back reports
-// whether epoll should poll it for reads again.
-func (r *ringWait) forget(fd int, back bool) {
+// forget stops fd's ring wait (cancelling its receive), for a
+// connection closing or whose reads are paused: either way epoll is not
+// to poll it for reads.
+func (r *ringWait) forget(fd int) {
 	if r == nil {
 		return
 	}
@@ -194,9 +195,6 @@ func (r *ringWait) forget(fd int, back bool) {
 	r.syncCancel(fd)
 	if len(r.conns) == 0 {
 		r.leaving = true
-	}
-	if back {
-		_ = r.el.poller.ModEvents(rc.c.pollAttachment(), !rc.c.readPaused, !rc.c.outboundBuffer.IsEmpty())
 	}
 }
 

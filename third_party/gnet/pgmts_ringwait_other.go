@@ -9,6 +9,6 @@ type ringWait struct{}
 func (el *eventloop) openRingWait()                 {}
 func (el *eventloop) closeRingWait()                {}
 func (r *ringWait) read(*conn)                      {}
-func (r *ringWait) forget(int, bool)                {}
+func (r *ringWait) forget(int)                      {}
 func (r *ringWait) holds(int) bool                  { return false }
 func (r *ringWait) queueSend(*conn, ...[]byte) bool { return false }

@@ -210,7 +210,7 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 			used   bool
 		)
 		if p.ringWait != nil {
-			if n, used, err = p.ringWait(el.events); errors.Is(err, errorx.ErrEngineShutdown) {
+			if n, used, err = p.ringWait(el.events); err != nil && errors.Is(err, errorx.ErrEngineShutdown) {
 				return err // a Shutdown from OnTraffic
 			}
 		}

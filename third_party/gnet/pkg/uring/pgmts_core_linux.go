@@ -91,7 +91,6 @@ type Core struct {
 	cqMask         uint32
 	cqes           []cqe
 	queued         uint32
-	cqEntries      uint32
 }
 
 // Open makes a ring of entries submission slots (a power of two) with the
@@ -104,7 +103,7 @@ func Open(entries, flags uint32) (*Core, error) {
 	if errno != 0 {
 		return nil, os.NewSyscallError("io_uring_setup", errno)
 	}
-	c := &Core{fd: int(fd), cqEntries: p.cqEntries}
+	c := &Core{fd: int(fd)}
 	if err := c.mmap(&p); err != nil {
 		_ = c.Close()
 		return nil, err

@@ -57,7 +57,7 @@ func New(entries uint32) (*Ring, error) {
 	r := &Ring{ring: c}
 	r.msgs = make([]unix.Msghdr, len(c.sqes))
 	r.iovs = make([]unix.Iovec, len(c.sqes)*MaxIov)
-	r.results = make([]cqe, 0, c.cqEntries)
+	r.results = make([]cqe, 0, len(c.cqes))
 	if err := r.neverWaits(); err != nil {
 		_ = r.Close()
 		return nil, err
@@ -137,12 +137,11 @@ func (r *Ring) Recv(fd int, buf []byte, tag uint64) {
 // reap moves the completions the kernel has posted to r.results and
 // returns how many there were.
 func (r *Ring) reap() uint32 {
-	n := uint32(0)
+	before := len(r.results)
 	for tag, res, ok := r.ring.Next(); ok; tag, res, ok = r.ring.Next() {
 		r.results = append(r.results, cqe{userData: tag, res: res})
-		n++
 	}
-	return n
+	return uint32(len(r.results) - before)
 }
 
 // Submit runs what was queued, with one io_uring_enter (more only if a
